@@ -1,0 +1,202 @@
+// Command lastcall-prestop runs as a container's lifecycle.preStop.exec: it takes the pod out of
+// every registry callers use, waits until they have observably stopped sending, and returns in
+// time for the app's own shutdown. See --help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	prestop "github.com/lastcall-dev/lastcall/preStop"
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/consul"
+	"github.com/lastcall-dev/lastcall/registry/endpoints"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := prestop.Parse(args, getenv, stdout)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		// A configuration error ends the hook at once (the kubelet then records a
+		// FailedPreStopHook event with this line): it must never delay termination.
+		fmt.Fprintf(stderr, "lastcall-prestop: %v\n", err)
+		return 2
+	case cfg.ShowVersion:
+		fmt.Fprintf(stdout, "lastcall-prestop %s\n", version)
+		return 0
+	}
+	log, closeLog := newLogger(cfg, stderr)
+	defer closeLog()
+
+	// SIGTERM to the hook itself (the kubelet gave up on it) ends every wait at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	in := registry.Instance{
+		Namespace: cfg.PodNamespace, Pod: cfg.PodName, UID: cfg.PodUID, IP: cfg.PodIP,
+		Service: cfg.ConsulService,
+	}
+	for _, p := range cfg.Ports {
+		in.Ports = append(in.Ports, int32(p))
+	}
+	deps, err := buildDeps(cfg, log)
+	if err != nil {
+		log.Error("setup failed, draining with what is left", "err", err)
+	}
+	prestop.Run(ctx, prestop.TimingOf(cfg), in, deps)
+	return 0
+}
+
+// buildDeps wires the registries, the pod reader, the app admin client and the traffic meter.
+// A part that cannot be built is left out and reported; the rest still runs.
+func buildDeps(cfg prestop.Config, log *slog.Logger) (prestop.Deps, error) {
+	d := prestop.Deps{Log: log}
+	var errs []error
+	if cfg.AppAdmin != "" {
+		app := prestop.NewAppAdmin(cfg.AppAdmin)
+		d.App = app
+		d.Meter = &prestop.ProcMeter{Ports: cfg.Ports, App: app}
+	} else {
+		d.Meter = &prestop.ProcMeter{Ports: cfg.Ports}
+	}
+	if cfg.InCluster {
+		rc, err := restConfig(cfg.Kubeconfig)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kubernetes API: %w", err))
+		} else {
+			d.KillAt = killAt(metadata.NewForConfigOrDie(rc), cfg.PodNamespace, cfg.PodName)
+			reg, err := endpoints.New(endpoints.Config{
+				Client: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(rc)}, Settle: cfg.Settle, Logger: log,
+			})
+			if err != nil {
+				errs = append(errs, err)
+			} else if slices.Contains(cfg.Registries, prestop.Endpoints) {
+				d.Registries = append(d.Registries, reg)
+			}
+		}
+	}
+	if slices.Contains(cfg.Registries, prestop.Consul) {
+		reg, err := consulRegistry(cfg, log)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			d.Registries = append(d.Registries, reg)
+		}
+	}
+	return d, errors.Join(errs...)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "lastcall-prestop/" + version
+	return rc, nil
+}
+
+var podResource = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// killAt reads only the pod's metadata: deletionTimestamp is when the kubelet sends SIGKILL.
+func killAt(client metadata.Interface, ns, name string) func(context.Context) (*time.Time, error) {
+	return func(ctx context.Context) (*time.Time, error) {
+		if name == "" {
+			return nil, errors.New("POD_NAME is not set: cannot read the pod's deletionTimestamp")
+		}
+		pod, err := client.Resource(podResource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
+		}
+		if pod.DeletionTimestamp == nil {
+			return nil, nil
+		}
+		t := pod.DeletionTimestamp.Time
+		return &t, nil
+	}
+}
+
+func consulRegistry(cfg prestop.Config, log *slog.Logger) (*consul.Registry, error) {
+	client := func(addr string) (*api.Client, error) {
+		c := api.DefaultConfig()
+		c.Address = addr
+		c.Token = cfg.ConsulToken
+		cl, err := api.NewClient(c)
+		if err != nil {
+			return nil, fmt.Errorf("consul client for %s: %w", addr, err)
+		}
+		return cl, nil
+	}
+	agent, err := client(cfg.ConsulAddr)
+	if err != nil {
+		return nil, err
+	}
+	var servers []*api.Client
+	for _, s := range cfg.ConsulServers {
+		c, err := client(s)
+		if err != nil {
+			return nil, err
+		}
+		servers = append(servers, c)
+	}
+	return consul.New(consul.Config{
+		Client: agent, Servers: servers, ServiceID: cfg.ConsulServiceID, MetaKey: cfg.ConsulMetaKey, Logger: log,
+	})
+}
+
+// newLogger writes to the container's main stdout when it can, since the kubelet discards what
+// a preStop hook prints; stderr otherwise.
+func newLogger(cfg prestop.Config, stderr io.Writer) (*slog.Logger, func()) {
+	var w io.Writer = stderr
+	closeFn := func() {}
+	if cfg.LogFile != "" {
+		if f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			w, closeFn = f, func() { _ = f.Close() }
+		}
+	}
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: readableDurations}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if cfg.LogFormat == "text" {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(h).With("component", "lastcall-prestop"), closeFn
+}
+
+// readableDurations logs durations as "1.234s" rather than integer nanoseconds.
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().Round(time.Millisecond).String())
+	}
+	return a
+}

@@ -1,0 +1,70 @@
+// Package registry is one interface over "where callers find this pod": Consul, Kubernetes
+// EndpointSlices, or anything else a caller resolves addresses from. lastcall-prestop uses it to
+// take a pod out and wait until callers have seen that; lastcall-controller uses it to tell
+// whether a new pod can be found yet.
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// Instance identifies one pod as registries know it.
+type Instance struct {
+	Namespace string
+	Pod       string
+	UID       string
+	IP        string
+	Ports     []int32
+	// Service is the registry-level service name (Consul service name), when known.
+	Service string
+}
+
+func (in Instance) String() string {
+	return fmt.Sprintf("%s/%s (uid %s, ip %s)", in.Namespace, in.Pod, in.UID, in.IP)
+}
+
+// Ref names one registration of the pod inside a registry.
+type Ref struct {
+	// Service groups registrations: a Consul service name, or an EndpointSlice name.
+	Service string
+	// ID is the registration itself: a Consul service ID, or an endpoint address.
+	ID string
+}
+
+func (r Ref) String() string { return r.Service + "/" + r.ID }
+
+// Receipt is what Deregister learned, so AwaitPropagated knows what to wait for.
+type Receipt struct {
+	// Removed lists the registrations that Deregister took away (or, where the registry
+	// itself removes them, found still to be removed).
+	Removed []Ref
+	// Index is the registry's change index that carries the removal (Consul raft index,
+	// Kubernetes resourceVersion). Zero when the registry has none.
+	Index uint64
+}
+
+// Names lists the Removed refs as strings, for logs.
+func (r Receipt) Names() string {
+	s := make([]string, len(r.Removed))
+	for i, ref := range r.Removed {
+		s[i] = ref.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Registry is one place callers find pods.
+type Registry interface {
+	// Name is a short lower-case name for logs and metrics ("consul", "endpoints").
+	Name() string
+	// Deregister removes the instance. It is idempotent: removing an absent instance succeeds
+	// with an empty Receipt.
+	Deregister(ctx context.Context, in Instance) (Receipt, error)
+	// AwaitPropagated returns once callers that read the registry can no longer find the
+	// instance, or when ctx ends. It watches; it does not poll.
+	AwaitPropagated(ctx context.Context, in Instance, r Receipt) error
+	// Visible reports whether callers can find the instance: registered, healthy where the
+	// registry knows health, and propagated to every replica callers read from.
+	Visible(ctx context.Context, in Instance) (bool, error)
+}
