@@ -63,8 +63,9 @@ type Result struct {
 	Elapsed      time.Duration
 }
 
-// killAtTimeout bounds the one API read that sizes the budget.
-const killAtTimeout = 2 * time.Second
+// killAtTimeout bounds the one API read that sizes the budget; with a hung API server it takes
+// at most a quarter of --max-wait, so the rest still goes to the drain.
+const killAtTimeout = time.Second
 
 // Run is the drain sequence. It returns by the budget it computes in its first step, whatever
 // its dependencies do, since every step runs under one deadline.
@@ -79,7 +80,7 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 	// 1. Budget.
 	var killAt *time.Time
 	if d.KillAt != nil {
-		kctx, cancel := context.WithTimeout(ctx, min(killAtTimeout, t.MaxWait))
+		kctx, cancel := context.WithTimeout(ctx, min(killAtTimeout, t.MaxWait/4))
 		k, err := d.KillAt(kctx)
 		cancel()
 		if err != nil {

@@ -1,0 +1,35 @@
+package prestop
+
+import (
+	"testing"
+	"time"
+)
+
+func TestBudget(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	tests := []struct {
+		name       string
+		killAt     *time.Time
+		reserve    time.Duration
+		maxWait    time.Duration
+		want       time.Duration
+		wantSource string
+	}{
+		{"grace 30s, reserve 10s", at(30 * time.Second), 10 * time.Second, 20 * time.Second, 20 * time.Second, FromDeletion},
+		{"long grace is not capped by max-wait", at(300 * time.Second), 10 * time.Second, 20 * time.Second, 290 * time.Second, FromDeletion},
+		{"grace shorter than reserve", at(5 * time.Second), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
+		{"deletionTimestamp in the past", at(-3 * time.Second), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
+		{"grace equal to reserve", at(10 * time.Second), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
+		{"no reserve", at(7 * time.Second), 0, 20 * time.Second, 7 * time.Second, FromDeletion},
+		{"no API or not deleting", nil, 10 * time.Second, 20 * time.Second, 20 * time.Second, FromMaxWait},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, src := Budget(now, tt.killAt, tt.reserve, tt.maxWait)
+			if got != tt.want || src != tt.wantSource {
+				t.Errorf("Budget = %s (%s), want %s (%s)", got, src, tt.want, tt.wantSource)
+			}
+		})
+	}
+}

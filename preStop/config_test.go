@@ -1,0 +1,149 @@
+package prestop
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+
+var podEnv = map[string]string{"POD_NAME": "web-1", "POD_NAMESPACE": "shop", "POD_IP": "10.0.0.7", "POD_UID": "u-1"}
+
+func with(base map[string]string, kv ...string) map[string]string {
+	out := map[string]string{}
+	for k, v := range base {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse(nil, env(with(podEnv, "KUBERNETES_SERVICE_HOST", "10.96.0.1")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reserve != 10*time.Second || c.MaxWait != 20*time.Second || c.MinWait != time.Second ||
+		c.Quiet != time.Second || c.Settle != 500*time.Millisecond {
+		t.Errorf("durations = %+v", c)
+	}
+	if !slices.Equal(c.Registries, []string{Endpoints}) {
+		t.Errorf("auto registries in a cluster without Consul = %v, want [endpoints]", c.Registries)
+	}
+	if c.LogFile != "/proc/1/fd/1" || c.LogFormat != "json" || c.LogLevel != slog.LevelInfo || c.ConsulMetaKey != "pod-uid" {
+		t.Errorf("log/meta defaults = %q %q %v %q", c.LogFile, c.LogFormat, c.LogLevel, c.ConsulMetaKey)
+	}
+	if c.PodName != "web-1" || c.PodNamespace != "shop" || c.PodIP != "10.0.0.7" || c.PodUID != "u-1" {
+		t.Errorf("identity = %+v", c)
+	}
+}
+
+func TestParsePrecedence(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want func(Config) bool
+	}{
+		{"env over default", nil, with(podEnv, "LASTCALL_QUIET", "3s"), func(c Config) bool { return c.Quiet == 3*time.Second }},
+		{"flag over env", []string{"--quiet=250ms"}, with(podEnv, "LASTCALL_QUIET", "3s"), func(c Config) bool { return c.Quiet == 250*time.Millisecond }},
+		{"flag with separate value", []string{"--quiet", "2s"}, podEnv, func(c Config) bool { return c.Quiet == 2*time.Second }},
+		{"last flag wins", []string{"--quiet=2s", "-quiet=4s"}, podEnv, func(c Config) bool { return c.Quiet == 4*time.Second }},
+		{"consul from CONSUL_HTTP_ADDR", nil, with(podEnv, "CONSUL_HTTP_ADDR", "127.0.0.1:8500"), func(c Config) bool {
+			return c.ConsulAddr == "127.0.0.1:8500" && slices.Equal(c.Registries, []string{Consul})
+		}},
+		{"LASTCALL_CONSUL_ADDR over CONSUL_HTTP_ADDR", nil, with(podEnv, "CONSUL_HTTP_ADDR", "a:1", "LASTCALL_CONSUL_ADDR", "b:2"), func(c Config) bool { return c.ConsulAddr == "b:2" }},
+		{"auto in cluster with Consul", nil, with(podEnv, "KUBERNETES_SERVICE_HOST", "x", "CONSUL_HTTP_ADDR", "a:1"), func(c Config) bool {
+			return slices.Equal(c.Registries, []string{Endpoints, Consul})
+		}},
+		{"auto outside a cluster without Consul drains nothing", nil, podEnv, func(c Config) bool { return len(c.Registries) == 0 && !c.InCluster }},
+		{"token", nil, with(podEnv, "CONSUL_HTTP_TOKEN", "t1"), func(c Config) bool { return c.ConsulToken == "t1" }},
+		{"ports and servers lists", []string{"--ports", " 8080, 9090 ", "--consul-servers", "http://s1:8500,http://s2:8500"}, podEnv, func(c Config) bool {
+			return slices.Equal(c.Ports, []int{8080, 9090}) && len(c.ConsulServers) == 2
+		}},
+		{"app admin trailing slash", []string{"--app-admin", "http://127.0.0.1:9901/"}, podEnv, func(c Config) bool { return c.AppAdmin == "http://127.0.0.1:9901" }},
+		{"registries deduplicated", []string{"--registries", "consul,consul", "--consul-addr", "a:1"}, podEnv, func(c Config) bool { return slices.Equal(c.Registries, []string{Consul}) }},
+		{"zero durations allowed where they mean off", []string{"--min-wait=0", "--quiet=0s", "--reserve=0s", "--settle=0s"}, podEnv, func(c Config) bool {
+			return c.MinWait == 0 && c.Quiet == 0 && c.Reserve == 0 && c.Settle == 0
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(tt.args, env(tt.env), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.want(c) {
+				t.Errorf("unexpected config: %+v", c)
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string // every part must appear in the one-line error
+	}{
+		{"bad duration flag", []string{"--quiet=soon"}, podEnv, []string{"--quiet", "LASTCALL_QUIET", `"soon"`, "500ms"}},
+		{"bad duration env", nil, with(podEnv, "LASTCALL_RESERVE", "10"), []string{"env LASTCALL_RESERVE", "--reserve", "duration"}},
+		{"negative duration", []string{"--min-wait=-1s"}, podEnv, []string{"--min-wait", "zero or more"}},
+		{"zero max-wait", []string{"--max-wait=0"}, podEnv, []string{"--max-wait", "above zero"}},
+		{"unknown registry", []string{"--registries=etcd"}, podEnv, []string{"--registries", `"etcd"`, "consul, endpoints, or auto"}},
+		{"port out of range", []string{"--ports=80,70000"}, podEnv, []string{"--ports", "70000", "1 to 65535"}},
+		{"port not a number", nil, with(podEnv, "LASTCALL_PORTS", "http"), []string{"LASTCALL_PORTS", `"http"`}},
+		{"app admin not a URL", []string{"--app-admin=127.0.0.1:9901"}, podEnv, []string{"--app-admin", "http(s) URL"}},
+		{"log format", []string{"--log-format=xml"}, podEnv, []string{"--log-format", "json, text"}},
+		{"log level", []string{"--log-level=loud"}, podEnv, []string{"--log-level", "debug, info"}},
+		{"unknown flag", []string{"--budget=3s"}, podEnv, []string{"budget", "--help"}},
+		{"positional argument", []string{"sleep", "5"}, podEnv, []string{`"sleep"`, "only flags"}},
+		{"consul without address", []string{"--registries=consul"}, podEnv, []string{"--consul-addr", "CONSUL_HTTP_ADDR"}},
+		{"consul without identity", []string{"--registries=consul", "--consul-addr=a:1"}, map[string]string{}, []string{"POD_IP", "POD_UID", "--consul-service-id"}},
+		{"endpoints without identity", []string{"--registries=endpoints"}, map[string]string{"POD_NAME": "x"}, []string{"POD_NAMESPACE", "POD_UID", "downward API"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.args, env(tt.env), nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans lines: %q", msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestHelpDocumentsEveryOption(t *testing.T) {
+	var buf bytes.Buffer
+	_, err := Parse([]string{"--help"}, env(nil), &buf)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	for _, o := range options() {
+		if !strings.Contains(buf.String(), "--"+o.flag+", $"+o.env) {
+			t.Errorf("--help lacks --%s / $%s", o.flag, o.env)
+		}
+	}
+	for _, s := range []string{"--version", "CONSUL_HTTP_TOKEN"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("--help lacks %s", s)
+		}
+	}
+}

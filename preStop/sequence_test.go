@@ -1,0 +1,280 @@
+package prestop
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/memory"
+)
+
+var pod = registry.Instance{Namespace: "shop", Pod: "web-1", UID: "u-1", IP: "10.0.0.7"}
+
+// overrun is how far past its budget the helper may return: scheduling, not waiting.
+const overrun = 500 * time.Millisecond
+
+// deaf ignores its context: Deregister blocks until the test ends.
+type deaf struct{ release chan struct{} }
+
+func (d deaf) Name() string { return "deaf" }
+func (d deaf) Deregister(context.Context, registry.Instance) (registry.Receipt, error) {
+	<-d.release
+	return registry.Receipt{}, nil
+}
+func (d deaf) AwaitPropagated(context.Context, registry.Instance, registry.Receipt) error { return nil }
+func (d deaf) Visible(context.Context, registry.Instance) (bool, error)                  { return false, nil }
+
+// orderLog records which calls happened in which order.
+type orderLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (o *orderLog) add(s string) { o.mu.Lock(); o.calls = append(o.calls, s); o.mu.Unlock() }
+
+type recordingApp struct {
+	log *orderLog
+	err error
+}
+
+func (a recordingApp) Drain(context.Context) (AppStatus, error) {
+	a.log.add("app-drain")
+	return AppStatus{State: "draining"}, a.err
+}
+
+type recordingRegistry struct {
+	registry.Registry
+	log *orderLog
+}
+
+func (r recordingRegistry) Deregister(ctx context.Context, in registry.Instance) (registry.Receipt, error) {
+	r.log.add("deregister")
+	return r.Registry.Deregister(ctx, in)
+}
+
+// meter moves for the first `moving` samples, then stays still; or fails.
+type meter struct {
+	calls  atomic.Int64
+	moving int64
+	err    error
+}
+
+func (m *meter) Activity(context.Context) (uint64, error) {
+	n := m.calls.Add(1)
+	if m.err != nil {
+		return 0, m.err
+	}
+	return uint64(min(n, m.moving)), nil
+}
+
+func registered(name string, b memory.Behaviour) *memory.Registry {
+	r := memory.New(name, b)
+	r.Register(pod)
+	return r
+}
+
+func killIn(d time.Duration) func(context.Context) (*time.Time, error) {
+	return func(context.Context) (*time.Time, error) { t := time.Now().Add(d); return &t, nil }
+}
+
+func TestRunOutcomes(t *testing.T) {
+	timing := Timing{Reserve: 0, MaxWait: 400 * time.Millisecond, MinWait: 0, Quiet: 30 * time.Millisecond, Sample: 5 * time.Millisecond}
+	tests := []struct {
+		name       string
+		regs       func(t *testing.T) []registry.Registry
+		killAt     func(context.Context) (*time.Time, error)
+		wantBudget time.Duration
+		wantSource string
+		want       []string // outcome per registry
+		fellBack   bool
+		minElapsed time.Duration // the run must not be cut short
+	}{
+		{
+			name:       "both confirm",
+			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Immediate)} },
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			want: []string{Confirmed, Confirmed},
+		},
+		{
+			name:       "one hangs until the budget ends",
+			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Hang)} },
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			want: []string{Confirmed, TimedOut}, minElapsed: timing.MaxWait,
+		},
+		{
+			name: "one ignores its context",
+			regs: func(t *testing.T) []registry.Registry {
+				release := make(chan struct{})
+				t.Cleanup(func() { close(release) })
+				return []registry.Registry{registered("a", memory.Immediate), deaf{release}}
+			},
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			want: []string{Confirmed, TimedOut}, minElapsed: timing.MaxWait,
+		},
+		{
+			name:       "one errors: fallback wait",
+			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Fail)} },
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			want: []string{Confirmed, Failed}, fellBack: true, minElapsed: timing.MaxWait,
+		},
+		{
+			name:       "budget from deletionTimestamp",
+			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Hang)} },
+			killAt:     killIn(250 * time.Millisecond),
+			wantBudget: 250 * time.Millisecond, wantSource: FromDeletion,
+			want: []string{TimedOut}, minElapsed: 200 * time.Millisecond,
+		},
+		{
+			name:       "deletionTimestamp already past: return at once",
+			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Hang)} },
+			killAt:     killIn(-time.Second),
+			wantBudget: 0, wantSource: FromDeletion,
+			want: []string{TimedOut},
+		},
+		{
+			name:       "API error: budget from max-wait",
+			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate)} },
+			killAt:     func(context.Context) (*time.Time, error) { return nil, errors.New("connection refused") },
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			want: []string{Confirmed},
+		},
+		{
+			name: "API hangs: budget from max-wait after a bounded read",
+			regs: func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate)} },
+			killAt: func(ctx context.Context) (*time.Time, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			want: []string{Confirmed},
+		},
+		{
+			name:       "no registries",
+			regs:       func(*testing.T) []registry.Registry { return nil },
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			regs := tt.regs(t)
+			start := time.Now()
+			res := Run(context.Background(), timing, pod, Deps{Registries: regs, KillAt: tt.killAt, Meter: &meter{moving: 1}})
+			elapsed := time.Since(start)
+			if res.BudgetSource != tt.wantSource || (res.Budget-tt.wantBudget).Abs() > 50*time.Millisecond {
+				t.Errorf("budget = %s from %s, want about %s from %s", res.Budget, res.BudgetSource, tt.wantBudget, tt.wantSource)
+			}
+			if elapsed > res.Budget+overrun {
+				t.Errorf("returned after %s; budget %s (+%s allowed)", elapsed, res.Budget, overrun)
+			}
+			if elapsed < tt.minElapsed {
+				t.Errorf("returned after %s, before %s", elapsed, tt.minElapsed)
+			}
+			if len(res.Registries) != len(tt.want) {
+				t.Fatalf("%d registry results, want %d", len(res.Registries), len(tt.want))
+			}
+			for i, w := range tt.want {
+				if res.Registries[i].Outcome != w {
+					t.Errorf("registry %s: %s (%v), want %s", res.Registries[i].Name, res.Registries[i].Outcome, res.Registries[i].Err, w)
+				}
+			}
+			if res.FellBack != tt.fellBack {
+				t.Errorf("FellBack = %v, want %v", res.FellBack, tt.fellBack)
+			}
+		})
+	}
+}
+
+func TestRunDrainsAppBeforeDeregistering(t *testing.T) {
+	var order orderLog
+	reg := recordingRegistry{Registry: registered("a", memory.Immediate), log: &order}
+	res := Run(context.Background(), Timing{MaxWait: time.Second}, pod, Deps{
+		Registries: []registry.Registry{reg}, App: recordingApp{log: &order},
+	})
+	if got := strings.Join(order.calls, ","); got != "app-drain,deregister" {
+		t.Errorf("calls = %s, want app-drain,deregister", got)
+	}
+	if res.Registries[0].Outcome != Confirmed || res.Registries[0].Removed != 1 {
+		t.Errorf("result = %+v", res.Registries[0])
+	}
+}
+
+func TestRunAppDrainFailureDoesNotStopTheDrain(t *testing.T) {
+	var order orderLog
+	reg := registered("a", memory.Immediate)
+	res := Run(context.Background(), Timing{MaxWait: time.Second}, pod, Deps{
+		Registries: []registry.Registry{reg}, App: recordingApp{log: &order, err: errors.New("refused")},
+	})
+	if reg.Deregistrations() != 1 || res.Registries[0].Outcome != Confirmed {
+		t.Errorf("deregistrations = %d, outcome %s", reg.Deregistrations(), res.Registries[0].Outcome)
+	}
+}
+
+func TestRunWaitsForQuietTraffic(t *testing.T) {
+	m := &meter{moving: 8} // traffic for the first 8 samples
+	timing := Timing{MaxWait: 5 * time.Second, Quiet: 40 * time.Millisecond, Sample: 5 * time.Millisecond}
+	res := Run(context.Background(), timing, pod, Deps{Meter: m})
+	if !res.Quiet {
+		t.Fatal("quiet not reached")
+	}
+	// The quiet period starts at the last change: at least quiet/sample further samples.
+	if calls := m.calls.Load(); calls < 8+40/5 {
+		t.Errorf("meter sampled %d times; quiet measured from before the traffic stopped", calls)
+	}
+}
+
+func TestRunMeterFailureFallsBackToQuietWait(t *testing.T) {
+	timing := Timing{MaxWait: 5 * time.Second, Quiet: 150 * time.Millisecond}
+	start := time.Now()
+	res := Run(context.Background(), timing, pod, Deps{Meter: &meter{err: errors.New("no /proc")}})
+	if res.Quiet {
+		t.Error("quiet reported without a working meter")
+	}
+	if el := time.Since(start); el < timing.Quiet {
+		t.Errorf("returned after %s, before the plain quiet wait of %s", el, timing.Quiet)
+	}
+}
+
+func TestRunMinWaitFloor(t *testing.T) {
+	timing := Timing{MaxWait: 5 * time.Second, MinWait: 200 * time.Millisecond}
+	start := time.Now()
+	Run(context.Background(), timing, pod, Deps{Registries: []registry.Registry{registered("a", memory.Immediate)}})
+	if el := time.Since(start); el < timing.MinWait {
+		t.Errorf("returned after %s, before --min-wait %s", el, timing.MinWait)
+	}
+}
+
+func TestRunMinWaitNeverExceedsBudget(t *testing.T) {
+	timing := Timing{MaxWait: 150 * time.Millisecond, MinWait: 10 * time.Second}
+	start := time.Now()
+	Run(context.Background(), timing, pod, Deps{})
+	if el := time.Since(start); el > timing.MaxWait+overrun {
+		t.Errorf("returned after %s; budget %s", el, timing.MaxWait)
+	}
+}
+
+func TestRunLogsEveryStepAndASummary(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	Run(context.Background(), Timing{MaxWait: time.Second, Quiet: 10 * time.Millisecond, Sample: 2 * time.Millisecond}, pod, Deps{
+		Registries: []registry.Registry{registered("a", memory.Immediate)}, App: recordingApp{log: &orderLog{}},
+		Meter: &meter{moving: 1}, Log: log,
+	})
+	out := buf.String()
+	for _, s := range []string{`"step":"budget"`, `"step":"app-drain"`, `"step":"deregister"`, `"step":"propagate"`, `"step":"quiesce"`, `"msg":"drain done"`, `"a":"confirmed"`} {
+		if !strings.Contains(out, s) {
+			t.Errorf("log lacks %s:\n%s", s, out)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(line, `"step"`) && !strings.Contains(line, `"took"`) {
+			t.Errorf("step line without duration: %s", line)
+		}
+	}
+}

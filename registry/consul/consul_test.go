@@ -1,0 +1,317 @@
+package consul_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	prestop "github.com/lastcall-dev/lastcall/preStop"
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/consul"
+	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+)
+
+var (
+	podA = registry.Instance{Namespace: "shop", Pod: "web-a", UID: "uid-a", IP: "10.1.0.1", Service: "web"}
+	podB = registry.Instance{Namespace: "shop", Pod: "web-b", UID: "uid-b", IP: "10.1.0.2", Service: "web"}
+)
+
+// register adds an instance the way an app does: via its agent, with an HTTP health check,
+// and waits (blocking query) until it passes.
+func register(t *testing.T, c *api.Client, in registry.Instance, id string, meta bool) {
+	t.Helper()
+	health := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	t.Cleanup(health.Close)
+	reg := &api.AgentServiceRegistration{
+		ID: id, Name: in.Service, Address: in.IP, Port: 8080,
+		Check: &api.AgentServiceCheck{HTTP: health.URL, Interval: "100ms", Timeout: "1s"},
+	}
+	if meta {
+		reg.Meta = map[string]string{consul.DefaultMetaKey: in.UID}
+	}
+	if err := c.Agent().ServiceRegister(reg); err != nil {
+		t.Fatal(err)
+	}
+	awaitPassing(t, c, in.Service, id, true)
+}
+
+// awaitPassing waits with blocking queries until id is (or is not) listed as passing.
+func awaitPassing(t *testing.T, c *api.Client, service, id string, want bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var index uint64
+	for {
+		entries, meta, err := c.Health().Service(service, "", true, (&api.QueryOptions{WaitIndex: index}).WithContext(ctx))
+		if err != nil {
+			t.Fatalf("waiting for %s passing=%v: %v", id, want, err)
+		}
+		if slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == id }) == want {
+			return
+		}
+		index = meta.LastIndex
+	}
+}
+
+func newRegistry(t *testing.T, c *api.Client, serviceID string) *consul.Registry {
+	t.Helper()
+	r, err := consul.New(consul.Config{Client: c, ServiceID: serviceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func listed(t *testing.T, c *api.Client, id string) (agent, catalog, passing bool) {
+	t.Helper()
+	svcs, err := c.Agent().Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, agent = svcs[id]
+	cat, _, err := c.Catalog().Service("web", "", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catalog = slices.ContainsFunc(cat, func(s *api.CatalogService) bool { return s.ServiceID == id })
+	h, _, err := c.Health().Service("web", "", true, &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passing = slices.ContainsFunc(h, func(e *api.ServiceEntry) bool { return e.Service.ID == id })
+	return agent, catalog, passing
+}
+
+func TestDeregisterRemovesOnlyThePodsInstancesEverywhere(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client(t, nil)
+	tests := []struct {
+		name      string
+		in        registry.Instance
+		serviceID string
+		meta      bool
+	}{
+		{"by pod UID in meta", podA, "", true},
+		{"by address, no meta", registry.Instance{Namespace: "shop", Pod: "web-a", IP: podA.IP, Service: "web"}, "", false},
+		{"by explicit service ID", registry.Instance{Namespace: "shop", Pod: "web-a"}, "web-a-8080", false},
+		{"without a service name", registry.Instance{UID: podA.UID}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			register(t, c, podA, "web-a-8080", tt.meta)
+			register(t, c, podB, "web-b-8080", true)
+			r := newRegistry(t, c, tt.serviceID)
+			ctx := context.Background()
+			rc, err := r.Deregister(ctx, tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rc.Removed) != 1 || rc.Removed[0] != (registry.Ref{Service: "web", ID: "web-a-8080"}) || rc.Index == 0 {
+				t.Fatalf("receipt = %+v", rc)
+			}
+			if err := r.AwaitPropagated(ctx, tt.in, rc); err != nil {
+				t.Fatal(err)
+			}
+			if a, cat, p := listed(t, c, "web-a-8080"); a || cat || p {
+				t.Errorf("pod A still listed: agent=%v catalog=%v passing=%v", a, cat, p)
+			}
+			if a, cat, p := listed(t, c, "web-b-8080"); !a || !cat || !p {
+				t.Errorf("pod B lost: agent=%v catalog=%v passing=%v", a, cat, p)
+			}
+			_ = c.Agent().ServiceDeregister("web-b-8080")
+		})
+	}
+}
+
+func TestDeregisterIsIdempotent(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client(t, nil)
+	register(t, c, podA, "web-a-8080", true)
+	r := newRegistry(t, c, "")
+	ctx := context.Background()
+	if _, err := r.Deregister(ctx, podA); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := r.Deregister(ctx, podA)
+	if err != nil || len(rc.Removed) != 0 {
+		t.Fatalf("second Deregister = %+v, %v; want empty receipt, no error", rc, err)
+	}
+	if err := r.AwaitPropagated(ctx, podA, rc); err != nil {
+		t.Fatal(err)
+	}
+	// An explicit ID that is already gone is fine too.
+	if _, err := newRegistry(t, c, "web-a-8080").Deregister(ctx, podA); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeregisterCatalogOnlyInstance(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client(t, nil)
+	_, err := c.Catalog().Register(&api.CatalogRegistration{
+		Node: "external-node", Address: "10.9.9.9",
+		Service: &api.AgentService{ID: "web-a-ext", Service: "web", Address: podA.IP, Port: 8080,
+			Meta: map[string]string{consul.DefaultMetaKey: podA.UID}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRegistry(t, c, "")
+	ctx := context.Background()
+	rc, err := r.Deregister(ctx, podA)
+	if err != nil || len(rc.Removed) != 1 {
+		t.Fatalf("Deregister = %+v, %v", rc, err)
+	}
+	if err := r.AwaitPropagated(ctx, podA, rc); err != nil {
+		t.Fatal(err)
+	}
+	if _, cat, _ := listed(t, c, "web-a-ext"); cat {
+		t.Error("catalog-only instance still in the catalog")
+	}
+}
+
+// countingTransport counts requests to one path prefix and records their raw queries.
+type countingTransport struct {
+	base    http.RoundTripper
+	prefix  string
+	mu      sync.Mutex
+	queries []string
+	sent    chan struct{} // one value per matching request, sent before it goes out
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasPrefix(req.URL.Path, c.prefix) {
+		c.mu.Lock()
+		c.queries = append(c.queries, req.URL.RawQuery)
+		c.mu.Unlock()
+		c.sent <- struct{}{}
+	}
+	return c.base.RoundTrip(req)
+}
+
+func TestAwaitPropagatedReturnsThroughABlockingQuery(t *testing.T) {
+	agent := consultest.Start(t)
+	admin := agent.Client(t, nil)
+	register(t, admin, podA, "web-a-8080", true)
+	ct := &countingTransport{prefix: "/v1/health/service/web", sent: make(chan struct{}, 100)}
+	watcher := agent.Client(t, func(rt http.RoundTripper) http.RoundTripper { ct.base = rt; return ct })
+	r := newRegistry(t, watcher, "")
+
+	// The instance is still registered: AwaitPropagated must wait for the removal, not find it.
+	_, meta, err := admin.Health().Service("web", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: "web-a-8080"}}, Index: meta.LastIndex}
+	returned := make(chan time.Time, 1)
+	errc := make(chan error, 1)
+	go func() {
+		err := r.AwaitPropagated(context.Background(), podA, rc)
+		returned <- time.Now()
+		errc <- err
+	}()
+	<-ct.sent // first query: answers at once with the current state
+	<-ct.sent // second query: carries the index and blocks on the server
+	deregistered := time.Now()
+	if err := admin.Agent().ServiceDeregister("web-a-8080"); err != nil {
+		t.Fatal(err)
+	}
+	var at time.Time
+	select {
+	case at = <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("AwaitPropagated did not return within 10s of the deregistration")
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("returned %s after the deregistration", at.Sub(deregistered))
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	// A poll loop would have sent many queries; blocking queries send one per change.
+	if len(ct.queries) > 4 {
+		t.Errorf("%d queries, want at most 4 (blocking): %v", len(ct.queries), ct.queries)
+	}
+	for _, q := range ct.queries[1:] {
+		if !strings.Contains(q, "index=") || !strings.Contains(q, "stale") || !strings.Contains(q, "passing") {
+			t.Errorf("query %q is not a blocking stale passing query", q)
+		}
+	}
+}
+
+func TestVisible(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client(t, nil)
+	r := newRegistry(t, c, "")
+	ctx := context.Background()
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: "web-a-8080", Name: "web", Address: podA.IP, Meta: map[string]string{consul.DefaultMetaKey: podA.UID},
+		Check: &api.AgentServiceCheck{CheckID: "ttl-a", TTL: "1m"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.Visible(ctx, podA); err != nil || v {
+		t.Fatalf("Visible before the check passes = %v, %v; want false", v, err)
+	}
+	if err := c.Agent().UpdateTTL("ttl-a", "", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	awaitPassing(t, c, "web", "web-a-8080", true)
+	if v, err := r.Visible(ctx, podA); err != nil || !v {
+		t.Fatalf("Visible once passing = %v, %v; want true", v, err)
+	}
+	if _, err := r.Visible(ctx, registry.Instance{UID: podA.UID}); err == nil {
+		t.Error("Visible without a service name: want an error naming the annotation")
+	}
+}
+
+// The helper never outlives its budget, whether the agent dies (connections refused) or freezes
+// (connections accepted, never answered) in the middle of the drain.
+func TestDrainSurvivesAgentFailure(t *testing.T) {
+	for _, fault := range []string{"kill", "freeze"} {
+		t.Run(fault, func(t *testing.T) {
+			agent := consultest.Start(t)
+			c := agent.Client(t, nil)
+			register(t, c, podA, "web-a-8080", true)
+			var once atomic.Bool
+			faulty := agent.Client(t, func(rt http.RoundTripper) http.RoundTripper {
+				return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+					if strings.Contains(req.URL.Path, "/deregister/") && once.CompareAndSwap(false, true) {
+						if fault == "kill" {
+							agent.Kill()
+						} else {
+							agent.Freeze()
+						}
+					}
+					return rt.RoundTrip(req)
+				})
+			})
+			timing := prestop.Timing{MaxWait: 1500 * time.Millisecond, Quiet: 50 * time.Millisecond}
+			start := time.Now()
+			res := prestop.Run(context.Background(), timing, podA, prestop.Deps{Registries: []registry.Registry{newRegistry(t, faulty, "")}})
+			elapsed := time.Since(start)
+			if !once.Load() {
+				t.Fatal("the fault was never injected")
+			}
+			if elapsed > res.Budget+500*time.Millisecond {
+				t.Errorf("returned after %s; budget %s", elapsed, res.Budget)
+			}
+			if o := res.Registries[0].Outcome; o == prestop.Confirmed {
+				t.Errorf("outcome %s with a dead agent", o)
+			}
+			t.Logf("%s: outcome %s after %s (%v)", fault, res.Registries[0].Outcome, elapsed, res.Registries[0].Err)
+		})
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
