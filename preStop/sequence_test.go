@@ -29,7 +29,7 @@ func (d deaf) Deregister(context.Context, registry.Instance) (registry.Receipt, 
 	return registry.Receipt{}, nil
 }
 func (d deaf) AwaitPropagated(context.Context, registry.Instance, registry.Receipt) error { return nil }
-func (d deaf) Visible(context.Context, registry.Instance) (bool, error)                  { return false, nil }
+func (d deaf) Visible(context.Context, registry.Instance) (bool, error)                   { return false, nil }
 
 // orderLog records which calls happened in which order.
 type orderLog struct {
@@ -97,14 +97,18 @@ func TestRunOutcomes(t *testing.T) {
 		minElapsed time.Duration // the run must not be cut short
 	}{
 		{
-			name:       "both confirm",
-			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Immediate)} },
+			name: "both confirm",
+			regs: func(*testing.T) []registry.Registry {
+				return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Immediate)}
+			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
 			want: []string{Confirmed, Confirmed},
 		},
 		{
-			name:       "one hangs until the budget ends",
-			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Hang)} },
+			name: "one hangs until the budget ends",
+			regs: func(*testing.T) []registry.Registry {
+				return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Hang)}
+			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
 			want: []string{Confirmed, TimedOut}, minElapsed: timing.MaxWait,
 		},
@@ -119,8 +123,10 @@ func TestRunOutcomes(t *testing.T) {
 			want: []string{Confirmed, TimedOut}, minElapsed: timing.MaxWait,
 		},
 		{
-			name:       "one errors: fallback wait",
-			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Fail)} },
+			name: "one errors: fallback wait",
+			regs: func(*testing.T) []registry.Registry {
+				return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Fail)}
+			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
 			want: []string{Confirmed, Failed}, fellBack: true, minElapsed: timing.MaxWait,
 		},
