@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+)
+
+func TestRunExitCodes(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		code       int
+		stdout     string
+		stderr     string
+		oneLineErr bool
+	}{
+		{name: "help", args: []string{"--help"}, stdout: "--max-wait, $LASTCALL_MAX_WAIT"},
+		{name: "version", args: []string{"--version"}, stdout: "lastcall-prestop dev"},
+		{name: "bad flag value", args: []string{"--quiet=later"}, code: 2, stderr: "--quiet", oneLineErr: true},
+		{name: "bad env value", env: map[string]string{"LASTCALL_RESERVE": "-5s"}, code: 2, stderr: "LASTCALL_RESERVE", oneLineErr: true},
+		{name: "unknown flag", args: []string{"--grace=3"}, code: 2, stderr: "grace", oneLineErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(tt.args, func(k string) string { return tt.env[k] }, &out, &errOut)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d (stderr %q)", code, tt.code, errOut.String())
+			}
+			if !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errOut.String(), tt.stderr) {
+				t.Errorf("stdout %q / stderr %q; want %q / %q", out.String(), errOut.String(), tt.stdout, tt.stderr)
+			}
+			if tt.oneLineErr && strings.Count(errOut.String(), "\n") != 1 {
+				t.Errorf("error is not one line: %q", errOut.String())
+			}
+		})
+	}
+}
+
+func TestLogsGoToTheLogFileWhenWritable(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		writable bool
+	}{{"writable", true}, {"missing falls back to stderr", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			logFile := filepath.Join(t.TempDir(), "fd1")
+			if tt.writable {
+				if err := os.WriteFile(logFile, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out, errOut bytes.Buffer
+			args := []string{"--registries=", "--max-wait=200ms", "--min-wait=0", "--quiet=0", "--log-file", logFile}
+			if code := run(args, func(string) string { return "" }, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			data, _ := os.ReadFile(logFile)
+			inFile := strings.Contains(string(data), `"msg":"drain done"`)
+			inStderr := strings.Contains(errOut.String(), `"msg":"drain done"`)
+			if inFile != tt.writable || inStderr == tt.writable {
+				t.Errorf("summary in file=%v, in stderr=%v; want file=%v", inFile, inStderr, tt.writable)
+			}
+		})
+	}
+}
+
+// The whole command against a real Consul agent: the pod's instance is gone, its neighbour stays.
+func TestConsulPathEndToEnd(t *testing.T) {
+	agent := consultest.Start(t)
+	c := agent.Client(t, nil)
+	health := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer health.Close()
+	for _, s := range []struct{ id, ip, uid string }{{"web-1", "10.3.0.1", "uid-1"}, {"web-2", "10.3.0.2", "uid-2"}} {
+		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+			ID: s.id, Name: "web", Address: s.ip, Meta: map[string]string{"pod-uid": s.uid},
+			Check: &api.AgentServiceCheck{HTTP: health.URL, Interval: "1s"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"POD_NAME": "web-1", "POD_NAMESPACE": "shop", "POD_UID": "uid-1", "POD_IP": "10.3.0.1", "CONSUL_HTTP_ADDR": agent.Addr}
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	code := run([]string{"--max-wait=5s", "--min-wait=0", "--quiet=100ms", "--log-file="}, func(k string) string { return env[k] }, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if el := time.Since(start); el > 5*time.Second+500*time.Millisecond {
+		t.Errorf("took %s, budget 5s", el)
+	}
+	for _, s := range []string{`"step":"deregister"`, `"removed":"web/web-1"`, `"step":"propagate"`, `"consul":"confirmed"`} {
+		if !strings.Contains(errOut.String(), s) {
+			t.Errorf("log lacks %s:\n%s", s, errOut.String())
+		}
+	}
+	svcs, _, err := c.Catalog().Service("web", "", (&api.QueryOptions{RequireConsistent: true}).WithContext(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || svcs[0].ServiceID != "web-2" {
+		t.Errorf("catalog after the drain = %d instances (%v), want only web-2", len(svcs), svcs)
+	}
+}
