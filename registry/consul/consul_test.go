@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -315,3 +316,52 @@ func TestDrainSurvivesAgentFailure(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// BenchmarkDetectionLag measures deregistration applied → AwaitPropagated returns, against a
+// real agent. Reported as p50-ms and max-ms; ns/op includes registering and waiting for health.
+func BenchmarkDetectionLag(b *testing.B) {
+	agent := consultest.Start(b)
+	c := agent.Client(b, nil)
+	ct := &countingTransport{prefix: "/v1/health/service/web", sent: make(chan struct{}, 1000)}
+	r, err := consul.New(consul.Config{Client: agent.Client(b, func(rt http.RoundTripper) http.RoundTripper { ct.base = rt; return ct })})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lags []time.Duration
+	for i := 0; b.Loop(); i++ {
+		id := "bench-" + strconv.Itoa(i)
+		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: "web", Address: podA.IP,
+			Check: &api.AgentServiceCheck{CheckID: id, TTL: "1m", Status: api.HealthPassing}}); err != nil {
+			b.Fatal(err)
+		}
+		_, meta, err := c.Health().Service("web", "", true, &api.QueryOptions{RequireConsistent: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: id}}, Index: meta.LastIndex}
+		returned := make(chan time.Time, 1)
+		go func() {
+			if err := r.AwaitPropagated(context.Background(), podA, rc); err != nil {
+				b.Error(err)
+			}
+			returned <- time.Now()
+		}()
+		<-ct.sent
+		<-ct.sent // the blocking query is in flight
+		sent := time.Now() // upper bound: the lag includes the deregistration request itself
+		if err := c.Agent().ServiceDeregister(id); err != nil {
+			b.Fatal(err)
+		}
+		lags = append(lags, (<-returned).Sub(sent))
+		for len(ct.sent) > 0 {
+			<-ct.sent
+		}
+	}
+	reportLags(b, lags)
+}
+
+func reportLags(b *testing.B, lags []time.Duration) {
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lags[len(lags)-1].Microseconds())/1000, "max-ms")
+}

@@ -3,6 +3,8 @@ package endpoints_test
 import (
 	"context"
 	"os"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -41,7 +43,7 @@ func startAPI(t *testing.T) (*envtest.Environment, *rest.Config) {
 }
 
 // fixture creates a namespace, a pod, a Service and one EndpointSlice listing the pod as ready.
-func fixture(t *testing.T, cs kubernetes.Interface, ns string) (registry.Instance, *discoveryv1.EndpointSlice) {
+func fixture(t testing.TB, cs kubernetes.Interface, ns string) (registry.Instance, *discoveryv1.EndpointSlice) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -100,7 +102,7 @@ func newRegistry(t *testing.T, s endpoints.Slices) *endpoints.Registry {
 func TestAwaitPropagatedFollowsTheWatch(t *testing.T) {
 	_, cfg := startAPI(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
-	slices := endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}
+	dyn := endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}
 	ctx := context.Background()
 
 	tests := []struct {
@@ -129,7 +131,7 @@ func TestAwaitPropagatedFollowsTheWatch(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in, slice := fixture(t, cs, "flip-"+string(rune('a'+i)))
-			sig := watchSignal{Slices: slices, opened: make(chan struct{}, 10)}
+			sig := watchSignal{Slices: dyn, opened: make(chan struct{}, 10)}
 			r := newRegistry(t, sig)
 			if v, err := r.Visible(ctx, in); err != nil || !v {
 				t.Fatalf("Visible = %v, %v; want true", v, err)
@@ -208,4 +210,47 @@ func TestDrainSurvivesAPIServerStop(t *testing.T) {
 		t.Errorf("outcome %s without an API server", o)
 	}
 	t.Logf("outcome %s after %s (%v)", res.Registries[0].Outcome, elapsed, res.Registries[0].Err)
+}
+
+// BenchmarkDetectionLag measures an endpoint flipped to ready=false (the update is accepted by
+// the API server) → AwaitPropagated returns, against a real kube-apiserver. Timed from the
+// write request, so the figure includes the write itself: an upper bound.
+func BenchmarkDetectionLag(b *testing.B) {
+	env := &envtest.Environment{}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		b.Skip("KUBEBUILDER_ASSETS is not set")
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = env.Stop() }()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}, opened: make(chan struct{}, 10)}
+	r, err := endpoints.New(endpoints.Config{Client: sig})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lags []time.Duration
+	for i := 0; b.Loop(); i++ {
+		in, slice := fixture(b, cs, "bench-"+strconv.Itoa(i))
+		returned := make(chan time.Time, 1)
+		go func() {
+			if err := r.AwaitPropagated(ctx, in, registry.Receipt{}); err != nil {
+				b.Error(err)
+			}
+			returned <- time.Now()
+		}()
+		<-sig.opened
+		slice.Endpoints[0].Conditions.Ready = ptr.To(false)
+		sent := time.Now() // upper bound: the lag includes the write itself
+		if _, err := cs.DiscoveryV1().EndpointSlices(slice.Namespace).Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		lags = append(lags, (<-returned).Sub(sent))
+	}
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lags[len(lags)-1].Microseconds())/1000, "max-ms")
 }
