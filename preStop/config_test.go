@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
+	"os"
 	"log/slog"
 	"slices"
 	"strings"
@@ -144,6 +146,22 @@ func TestHelpDocumentsEveryOption(t *testing.T) {
 	for _, s := range []string{"--version", "CONSUL_HTTP_TOKEN"} {
 		if !strings.Contains(buf.String(), s) {
 			t.Errorf("--help lacks %s", s)
+		}
+	}
+}
+
+func TestREADMEDocumentsEveryOption(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range options() {
+		row := fmt.Sprintf("| `--%s` | `%s` |", o.flag, o.env)
+		if !strings.Contains(string(data), row) {
+			t.Errorf("README flag table lacks %s", row)
+		}
+		if o.def != "" && !strings.Contains(string(data), row+" `"+o.def+"` |") {
+			t.Errorf("README gives another default than %q for --%s", o.def, o.flag)
 		}
 	}
 }

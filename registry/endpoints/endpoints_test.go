@@ -195,7 +195,9 @@ func TestDrainSurvivesAPIServerStop(t *testing.T) {
 	in, _ := fixture(t, cs, "fault")
 	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}, opened: make(chan struct{}, 10)}
 	r := newRegistry(t, sig)
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-sig.opened
 		_ = env.ControlPlane.APIServer.Stop()
 	}()
@@ -203,6 +205,11 @@ func TestDrainSurvivesAPIServerStop(t *testing.T) {
 	start := time.Now()
 	res := prestop.Run(context.Background(), timing, in, prestop.Deps{Registries: []registry.Registry{r}})
 	elapsed := time.Since(start)
+	select {
+	case <-stopped: // env.Stop in cleanup must not race the stop above
+	case <-time.After(10 * time.Second):
+		t.Fatal("the registry never opened its watch")
+	}
 	if elapsed > res.Budget+500*time.Millisecond {
 		t.Errorf("returned after %s; budget %s", elapsed, res.Budget)
 	}
