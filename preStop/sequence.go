@@ -125,13 +125,13 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 	}
 
 	// 6. Floor.
-	if rest := t.MinWait - time.Now().Sub(start); rest > 0 {
+	if rest := t.MinWait - time.Since(start); rest > 0 {
 		t0 := time.Now()
 		wait(ctx, rest)
 		step(ctx, log, "min-wait", t0, nil, "min", t.MinWait)
 	}
 
-	res.Elapsed = time.Now().Sub(start)
+	res.Elapsed = time.Since(start)
 	attrs := []any{"took", res.Elapsed, "budget", res.Budget, "budgetSource", res.BudgetSource,
 		"fellBack", res.FellBack, "quiet", res.Quiet, "pod", in.Namespace + "/" + in.Pod}
 	for _, r := range res.Registries {

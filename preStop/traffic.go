@@ -94,7 +94,7 @@ func AwaitQuiet(ctx context.Context, m Meter, quiet, every time.Duration) error 
 	since := time.Now()
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for time.Now().Sub(since) < quiet {
+	for time.Since(since) < quiet {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -178,7 +178,7 @@ func consulRegistry(cfg prestop.Config, log *slog.Logger) (*consul.Registry, err
 // newLogger writes to the container's main stdout when it can, since the kubelet discards what
 // a preStop hook prints; stderr otherwise.
 func newLogger(cfg prestop.Config, stderr io.Writer) (*slog.Logger, func()) {
-	var w io.Writer = stderr
+	w := stderr
 	closeFn := func() {}
 	if cfg.LogFile != "" {
 		if f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND, 0); err == nil {

@@ -347,7 +347,7 @@ func BenchmarkDetectionLag(b *testing.B) {
 			returned <- time.Now()
 		}()
 		<-ct.sent
-		<-ct.sent // the blocking query is in flight
+		<-ct.sent          // the blocking query is in flight
 		sent := time.Now() // upper bound: the lag includes the deregistration request itself
 		if err := c.Agent().ServiceDeregister(id); err != nil {
 			b.Fatal(err)
