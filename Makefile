@@ -33,7 +33,6 @@ test: tools ## unit and integration tests (real Consul agent, real kube-apiserve
 bench: tools ## benchmarks behind docs/benchmarks.md
 	LASTCALL_CONSUL_BIN=$$(hack/build-consul.sh) KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) \
 	go test -run '^$$' -bench . -benchmem ./...
-	hack/bench-prestop.sh
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
