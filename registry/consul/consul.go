@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -166,7 +165,7 @@ func (r *Registry) remove(ctx context.Context, f found) error {
 		dereg := &api.CatalogDeregistration{Node: f.node, ServiceID: f.ref.ID}
 		_, err = r.cfg.Client.Catalog().Deregister(dereg, (&api.WriteOptions{}).WithContext(ctx))
 	}
-	if se := (api.StatusError{}); errors.As(err, &se) && se.Code == http.StatusNotFound {
+	if isNotFound(err) {
 		return nil // already gone: deregistration is idempotent
 	}
 	if err != nil {

@@ -1,0 +1,122 @@
+package gate
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/lastcall-dev/lastcall/controllers/managed"
+	"github.com/lastcall-dev/lastcall/registry"
+)
+
+// Reconciler sets the registration condition on managed pods that carry the readiness gate.
+type Reconciler struct {
+	Client client.Client
+	// Registries by name (managed.Consul, managed.Endpoints); a pod that asks for a registry
+	// missing here is reported, never passed.
+	Registries map[string]registry.Registry
+	Recorder   events.EventRecorder
+	// Retry is how soon a pod that is not yet visible is looked at again.
+	Retry time.Duration
+}
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the reconciler for pods that carry the gate.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	hasGate := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		pod, ok := o.(*corev1.Pod)
+		return ok && managed.HasGate(pod)
+	})
+	return ctrl.NewControllerManagedBy(mgr).Named("registration-gate").
+		For(&corev1.Pod{}, builder.WithPredicates(hasGate)).
+		Complete(r)
+}
+
+// Reconcile fetches the pod, asks the registries, and patches the condition once.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	cond := managed.GateCondition(pod)
+	if !managed.HasGate(pod) || (pod.DeletionTimestamp == nil && cond != nil && cond.Status == corev1.ConditionTrue) {
+		return ctrl.Result{}, nil // once visible, the gate stays open until deletion
+	}
+	settings, settingsErr := managed.SettingsOf(pod.Annotations)
+	var checks []Check
+	if pod.DeletionTimestamp == nil && settingsErr == nil && pod.Status.PodIP != "" {
+		checks = r.check(ctx, pod, settings)
+	}
+	v := Decide(pod, settingsErr, checks)
+	if err := r.patch(ctx, pod, v); err != nil {
+		return ctrl.Result{}, err
+	}
+	if v.Retry {
+		return ctrl.Result{RequeueAfter: r.Retry}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *Reconciler) check(ctx context.Context, pod *corev1.Pod, s managed.Settings) []Check {
+	in := registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP, Service: s.ConsulService}
+	checks := make([]Check, 0, len(s.Registries))
+	for _, name := range s.Registries {
+		c := Check{Registry: name}
+		if reg := r.Registries[name]; reg == nil {
+			c.Err = fmt.Errorf("registry %s is not configured in lastcall-controller", name)
+		} else {
+			c.Visible, c.Err = reg.Visible(ctx, in)
+		}
+		checks = append(checks, c)
+	}
+	return checks
+}
+
+// patch writes the condition when it changed; a strategic merge keys conditions by type, so the
+// kubelet's own conditions are left alone.
+func (r *Reconciler) patch(ctx context.Context, pod *corev1.Pod, v Verdict) error {
+	old := managed.GateCondition(pod)
+	if old != nil && old.Status == v.Status && old.Reason == v.Reason && old.Message == v.Message {
+		return nil
+	}
+	orig := pod.DeepCopy()
+	now := metav1.Now()
+	next := corev1.PodCondition{Type: managed.Gate, Status: v.Status, Reason: v.Reason, Message: v.Message, LastTransitionTime: now}
+	if old != nil {
+		if old.Status == v.Status {
+			next.LastTransitionTime = old.LastTransitionTime
+		}
+		*old = next
+	} else {
+		pod.Status.Conditions = append(pod.Status.Conditions, next)
+	}
+	if err := r.Client.Status().Patch(ctx, pod, client.StrategicMergeFrom(orig)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("patch condition %s: %w", managed.Gate, err)
+	}
+	log.FromContext(ctx).Info("registration gate", "status", v.Status, "reason", v.Reason, "message", v.Message)
+	if r.Recorder != nil && (old == nil || old.Reason != v.Reason) {
+		kind := corev1.EventTypeNormal
+		if v.Reason == ReasonInvalidSettings || v.Reason == ReasonRegistryError {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(pod, nil, kind, "Gate"+v.Reason, "RegistrationGate", "%s", v.Message)
+	}
+	return nil
+}

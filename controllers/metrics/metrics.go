@@ -1,0 +1,42 @@
+// Package metrics holds lastcall-controller's Prometheus metrics, registered with
+// controller-runtime's registry so the manager's metrics endpoint serves them.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// DrainDuration is deletion → container terminated, per drained pod.
+	DrainDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "lastcall_drain_duration_seconds",
+		Help:    "Time from a managed pod's deletion to its containers' termination.",
+		Buckets: []float64{0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60, 120},
+	}, []string{"namespace", "workload"})
+	// RegistrationLag is deletion → the last registry stopped listing the pod.
+	RegistrationLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "lastcall_registration_lag_seconds",
+		Help:    "Time from a managed pod's deletion until it was out of every registry (EndpointSlices not ready, Consul deregistered).",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
+	}, []string{"namespace", "workload", "registry"})
+	// StaleRemoved counts Consul instances removed because their pod no longer exists.
+	StaleRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lastcall_stale_registrations_removed_total",
+		Help: "Consul instances removed by the sweeper because their pod no longer exists.",
+	})
+	// BackstopDeregistrations counts instances the backstop removed before the preStop hook did.
+	BackstopDeregistrations = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lastcall_backstop_deregistrations_total",
+		Help: "Consul instances of deleting pods that the controller removed because they were still registered.",
+	})
+	// UnsafeSettings is 1 per workload and check that currently fails.
+	UnsafeSettings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastcall_unsafe_settings",
+		Help: "1 when a managed workload has the unsafe setting named by check.",
+	}, []string{"namespace", "kind", "workload", "check"})
+)
+
+func init() {
+	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, BackstopDeregistrations, UnsafeSettings)
+}
