@@ -1,0 +1,90 @@
+package warnings
+
+import (
+	"slices"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/lastcall-dev/lastcall/controllers/managed"
+)
+
+// safe is a Deployment that passes every check; each case breaks one thing.
+func safe() *appsv1.Deployment {
+	zero := intstr.FromInt32(0)
+	return &appsv1.Deployment{Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](2),
+		Strategy: appsv1.DeploymentStrategy{RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: &zero}},
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](40),
+			ReadinessGates:                []corev1.PodReadinessGate{{ConditionType: managed.Gate}},
+			Containers: []corev1.Container{{Name: "web", Lifecycle: &corev1.Lifecycle{
+				PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/lastcall-prestop"}}}}}},
+		}},
+	}}
+}
+
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(d *appsv1.Deployment)
+		want   []string
+	}{
+		{"safe", func(*appsv1.Deployment) {}, nil},
+		{"default grace 30s holds default budget 20s + reserve 10s", func(d *appsv1.Deployment) { d.Spec.Template.Spec.TerminationGracePeriodSeconds = nil }, nil},
+		{"grace too short", func(d *appsv1.Deployment) { d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](15) }, []string{GraceTooShort}},
+		{"budget from the workload annotation", func(d *appsv1.Deployment) {
+			d.Annotations = map[string]string{managed.DrainBudgetAnnotation: "35s"}
+		}, []string{GraceTooShort}},
+		{"reserve from the template annotation", func(d *appsv1.Deployment) {
+			d.Spec.Template.Annotations = map[string]string{managed.ReserveAnnotation: "5s", managed.DrainBudgetAnnotation: "30s"}
+		}, nil},
+		{"bad annotation", func(d *appsv1.Deployment) { d.Annotations = map[string]string{managed.ReserveAnnotation: "ten"} }, []string{InvalidAnnotation}},
+		{"no preStop hook", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Lifecycle = nil }, []string{NoPreStopHook}},
+		{"no readiness gate", func(d *appsv1.Deployment) { d.Spec.Template.Spec.ReadinessGates = nil }, []string{NoReadinessGate}},
+		{"default 25% of 2 rounds down to 0", func(d *appsv1.Deployment) { d.Spec.Strategy.RollingUpdate = nil }, nil},
+		{"25% of 4 is 1 but 4 is not small", func(d *appsv1.Deployment) {
+			d.Spec.Strategy.RollingUpdate = nil
+			d.Spec.Replicas = ptr.To[int32](4)
+		}, nil},
+		{"maxUnavailable 1 of 2", func(d *appsv1.Deployment) {
+			one := intstr.FromInt32(1)
+			d.Spec.Strategy.RollingUpdate.MaxUnavailable = &one
+		}, []string{MaxUnavailableAtSmallScale}},
+		{"50% of 3", func(d *appsv1.Deployment) {
+			half := intstr.FromString("50%")
+			d.Spec.Strategy.RollingUpdate.MaxUnavailable = &half
+			d.Spec.Replicas = ptr.To[int32](3)
+		}, []string{MaxUnavailableAtSmallScale}},
+		{"Recreate is not a rolling update", func(d *appsv1.Deployment) {
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := safe()
+			tt.change(d)
+			var got []string
+			for _, f := range Check(FromDeployment(d)) {
+				got = append(got, f.Check)
+				if f.Message == "" {
+					t.Errorf("%s without a message", f.Check)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("findings = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckStatefulSetHasNoMaxUnavailableFinding(t *testing.T) {
+	s := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), Template: safe().Spec.Template}}
+	if f := Check(FromStatefulSet(s)); len(f) != 0 {
+		t.Errorf("findings = %v, want none", f)
+	}
+}
