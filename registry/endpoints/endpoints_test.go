@@ -2,7 +2,6 @@ package endpoints_test
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -15,32 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	prestop "github.com/lastcall-dev/lastcall/preStop"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/endpoints"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/apitest"
 )
-
-// startAPI runs a real kube-apiserver and etcd (assets from hack/envtest-assets.sh).
-func startAPI(t *testing.T) (*envtest.Environment, *rest.Config) {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		if os.Getenv("LASTCALL_REQUIRE_INTEGRATION") == "1" {
-			t.Fatal("KUBEBUILDER_ASSETS is not set: build the assets with hack/envtest-assets.sh (make test does)")
-		}
-		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test` for integration tests against a real kube-apiserver")
-	}
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start kube-apiserver and etcd: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return env, cfg
-}
 
 // fixture creates a namespace, a pod, a Service and one EndpointSlice listing the pod as ready.
 func fixture(t testing.TB, cs kubernetes.Interface, ns string) (registry.Instance, *discoveryv1.EndpointSlice) {
@@ -100,7 +80,7 @@ func newRegistry(t *testing.T, s endpoints.Slices) *endpoints.Registry {
 }
 
 func TestAwaitPropagatedFollowsTheWatch(t *testing.T) {
-	_, cfg := startAPI(t)
+	_, cfg := apitest.Start(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	dyn := endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}
 	ctx := context.Background()
@@ -173,7 +153,7 @@ func TestAwaitPropagatedFollowsTheWatch(t *testing.T) {
 }
 
 func TestAwaitPropagatedWithoutEndpoints(t *testing.T) {
-	_, cfg := startAPI(t)
+	_, cfg := apitest.Start(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	_, _ = fixture(t, cs, "other")
 	r := newRegistry(t, endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)})
@@ -190,7 +170,7 @@ func TestAwaitPropagatedWithoutEndpoints(t *testing.T) {
 
 // With the API server gone mid-drain, the helper still returns inside its budget.
 func TestDrainSurvivesAPIServerStop(t *testing.T) {
-	env, cfg := startAPI(t)
+	env, cfg := apitest.Start(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	in, _ := fixture(t, cs, "fault")
 	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}, opened: make(chan struct{}, 10)}
@@ -223,15 +203,7 @@ func TestDrainSurvivesAPIServerStop(t *testing.T) {
 // the API server) → AwaitPropagated returns, against a real kube-apiserver. Timed from the
 // write request, so the figure includes the write itself: an upper bound.
 func BenchmarkDetectionLag(b *testing.B) {
-	env := &envtest.Environment{}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		b.Skip("KUBEBUILDER_ASSETS is not set")
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = env.Stop() }()
+	_, cfg := apitest.Start(b)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
 	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}, opened: make(chan struct{}, 10)}
