@@ -5,6 +5,9 @@ export LASTCALL_CACHE ?= $(CURDIR)/.cache
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GOLANGCI_LINT_VERSION ?= v2.15.0
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT = $$(hack/build-gotool.sh github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION))
+CONTROLLER_GEN = $$(hack/build-gotool.sh sigs.k8s.io/controller-tools/cmd/controller-gen $(CONTROLLER_TOOLS_VERSION))
 BIN := $(CURDIR)/bin
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1
@@ -38,12 +41,17 @@ bench: tools ## benchmarks behind docs/benchmarks.md
 lint: ## gofmt, go vet and golangci-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
-	$$(hack/build-golangci-lint.sh $(GOLANGCI_LINT_VERSION)) run ./...
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: generate
+generate: ## regenerate RBAC in config/rbac from the +kubebuilder markers
+	$(CONTROLLER_GEN) rbac:roleName=lastcall-controller paths=./controllers/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify
-verify: lint ## lint, and fail if go.mod/go.sum are not tidy
+verify: lint generate ## lint, regenerate, and fail on any diff (go.mod/go.sum tidy, config/ up to date)
 	go mod tidy
-	git diff --exit-code -- go.mod go.sum || { echo "go.mod/go.sum not tidy: run 'go mod tidy' and commit"; exit 1; }
+	git diff --exit-code -- go.mod go.sum config || { echo "generated files or go.mod/go.sum differ: run 'make generate' and 'go mod tidy', then commit"; exit 1; }
+	@untracked=$$(git ls-files --others --exclude-standard config); if [[ -n $$untracked ]]; then echo "untracked generated files: $$untracked"; exit 1; fi
 
 .PHONY: clean
 clean: ## remove bin/ (the tool cache in $(LASTCALL_CACHE) stays)

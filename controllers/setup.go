@@ -45,6 +45,9 @@ func CacheOptions() cache.Options {
 	}
 }
 
+// Leader election, in the controller's own namespace:
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=lastcall-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
 // Setup adds every reconciler (and the sweeper) to mgr.
 func Setup(mgr ctrl.Manager, cfg Config) error {
 	rec := mgr.GetEventRecorder("lastcall-controller")
