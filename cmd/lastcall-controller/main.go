@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -61,13 +63,13 @@ func main() {
 		return
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	if err := run(o); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o); err != nil {
 		ctrl.Log.Error(err, "lastcall-controller failed")
 		os.Exit(1)
 	}
 }
 
-func run(o options) error {
+func run(ctx context.Context, cfg *rest.Config, o options) error {
 	if o.sweepInterval <= 0 || o.gateRetry <= 0 {
 		return errors.New("--sweep-interval and --gate-retry must be above zero")
 	}
@@ -75,7 +77,7 @@ func run(o options) error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
-	cfg := ctrl.GetConfigOrDie()
+	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "lastcall-controller/" + version
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
@@ -108,7 +110,7 @@ func run(o options) error {
 		return err
 	}
 	log.Info("starting", "version", version, "consul", o.consulAddr != "", "leaderElection", o.leaderElect)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }
 
 func consulRegistry(o options) (*consul.Registry, error) {
