@@ -14,12 +14,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -197,7 +199,7 @@ func TestGateOpensOnlyOnceConsulPasses(t *testing.T) {
 	cc := agent.Client(t, nil)
 	k := newClient(t, cfg)
 	namespace(t, k, "gate")
-	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour})
+	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
 
 	pod := managedPod(t, k, "gate", "web-1", "10.5.0.1")
 	awaitGate(t, k, "gate", "web-1", corev1.ConditionFalse, gate.ReasonNotVisible)
@@ -224,7 +226,7 @@ func TestGateReportsBadAnnotations(t *testing.T) {
 	_, cfg := apitest.Start(t)
 	k := newClient(t, cfg)
 	namespace(t, k, "bad")
-	startManager(t, cfg, controllers.Config{GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour})
+	startManager(t, cfg, controllers.Config{GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
 	pod := managedPod(t, k, "bad", "web-1", "10.5.0.9")
 	pod.Annotations[managed.RegistriesAnnotation] = "dns"
 	if err := k.Update(context.Background(), pod); err != nil {
@@ -240,7 +242,7 @@ func TestBackstopDeregistersADeletingPod(t *testing.T) {
 	cc := agent.Client(t, nil)
 	k := newClient(t, cfg)
 	namespace(t, k, "backstop")
-	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour})
+	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
 
 	// A test finalizer keeps the deleting pod around, as a running container would.
 	pod := managedPod(t, k, "backstop", "web-1", "10.5.0.2", "test.lastcall.dev/hold")
@@ -261,12 +263,26 @@ func TestBackstopDeregistersADeletingPod(t *testing.T) {
 
 func release(t *testing.T, k client.Client, pod *corev1.Pod) {
 	t.Helper()
-	p := &corev1.Pod{}
-	if err := k.Get(context.Background(), client.ObjectKeyFromObject(pod), p); err != nil {
-		return
-	}
-	p.Finalizers = nil
-	if err := k.Update(context.Background(), p); err != nil {
+	update(t, k, pod, func(p *corev1.Pod) { p.Finalizers = nil })
+}
+
+// update changes the pod (metadata and spec, or status when only status changed) and retries
+// on conflicts with the controllers' own writes.
+func update(t *testing.T, k client.Client, pod *corev1.Pod, change func(*corev1.Pod)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := &corev1.Pod{}
+		if err := k.Get(context.Background(), client.ObjectKeyFromObject(pod), p); err != nil {
+			return err
+		}
+		before := p.Status.DeepCopy()
+		change(p)
+		if !equality.Semantic.DeepEqual(before, &p.Status) {
+			return k.Status().Update(context.Background(), p)
+		}
+		return k.Update(context.Background(), p)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -333,7 +349,7 @@ func TestRestartedControllerResumesFromAPIState(t *testing.T) {
 	cc := agent.Client(t, nil)
 	k := newClient(t, cfg)
 	namespace(t, k, "restart")
-	conf := controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour}
+	conf := controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond}
 
 	stopA := startManager(t, cfg, conf)
 	pod := managedPod(t, k, "restart", "web-1", "10.5.0.7")
@@ -376,7 +392,7 @@ func TestUnsafeSettingsProduceEvents(t *testing.T) {
 	_, cfg := apitest.Start(t)
 	k := newClient(t, cfg)
 	namespace(t, k, "unsafe")
-	startManager(t, cfg, controllers.Config{GateRetry: time.Second, SweepInterval: time.Hour})
+	startManager(t, cfg, controllers.Config{GateRetry: time.Second, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
 	d := unsafeDeployment("unsafe")
 	if err := k.Create(context.Background(), d); err != nil {
 		t.Fatal(err)
@@ -424,4 +440,56 @@ func awaitEvent(t *testing.T, k client.Client, ns, name, reason string) {
 	eventually(t, 15*time.Second, "event "+reason+" on "+name, func() (bool, error) {
 		return countEvents(t, k, ns, name, reason) > 0, nil
 	})
+}
+
+func TestObserverPublishesTheDrainTimeline(t *testing.T) {
+	_, cfg := apitest.Start(t)
+	agent := consultest.Start(t)
+	cc := agent.Client(t, nil)
+	k := newClient(t, cfg)
+	ctx := context.Background()
+	namespace(t, k, "observe")
+	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
+
+	d := unsafeDeployment("observe")
+	if err := k.Create(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	pod := managedPod(t, k, "observe", "risky-abc12-x", "10.5.0.8", "test.lastcall.dev/hold")
+	// Owned by the Deployment's ReplicaSet, as the Deployment controller would make it.
+	update(t, k, pod, func(p *corev1.Pod) {
+		p.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = "abc12"
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "risky-abc12", UID: "rs-uid", Controller: ptr.To(true)}}
+	})
+	registerInConsul(t, cc, pod, api.HealthPassing)
+	slice := &discoveryv1.EndpointSlice{}
+	if err := k.Get(ctx, types.NamespacedName{Namespace: "observe", Name: "risky-abc12-x-10-5-0-8"}, slice); err != nil {
+		t.Fatal(err)
+	}
+	slice.Endpoints[0].Conditions.Ready = ptr.To(true)
+	if err := k.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := k.Delete(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	// The EndpointSlice controller and the kubelet, played by the test.
+	slice.Endpoints[0].Conditions.Ready = ptr.To(false)
+	if err := k.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "consul deregistration by the backstop", func() (bool, error) { return !inConsul(t, cc, pod.Name), nil })
+	update(t, k, pod, func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "web", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 0, FinishedAt: metav1.Now()}}}}
+	})
+	p := &corev1.Pod{}
+	eventually(t, 15*time.Second, "timeline reported on the pod", func() (bool, error) {
+		err := k.Get(ctx, client.ObjectKeyFromObject(pod), p)
+		return err == nil && strings.Contains(p.Annotations["lastcall.dev/drain-timeline"], `"reported":true`), err
+	})
+	awaitEvent(t, k, "observe", d.Name, "PodDrained")
+	t.Logf("timeline: %s", p.Annotations["lastcall.dev/drain-timeline"])
+	release(t, k, pod)
 }

@@ -1,6 +1,7 @@
 // Package controllers wires lastcall-controller's reconcilers into a controller-runtime manager.
 // Each concern lives in its own package: gate (registration gate), backstop (Consul backstop and
-// sweeper), warnings (unsafe settings); managed holds the opt-in rules they share.
+// sweeper), rollout (drain timelines), warnings (unsafe settings); managed holds the opt-in rules
+// they share.
 package controllers
 
 import (
@@ -17,6 +18,7 @@ import (
 	"github.com/lastcall-dev/lastcall/controllers/backstop"
 	"github.com/lastcall-dev/lastcall/controllers/gate"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	"github.com/lastcall-dev/lastcall/controllers/rollout"
 	"github.com/lastcall-dev/lastcall/controllers/warnings"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/consul"
@@ -29,6 +31,8 @@ type Config struct {
 	Consul        *consul.Registry
 	SweepInterval time.Duration
 	GateRetry     time.Duration
+	// ObservePoll is how often a draining pod's registries are read for its timeline.
+	ObservePoll time.Duration
 }
 
 // CacheOptions caches only opted-in objects, so memory follows what lastcall manages, not the
@@ -60,8 +64,10 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		return err
 	}
 	regs := map[string]registry.Registry{managed.Endpoints: eps}
+	observer := &rollout.Observer{Client: mgr.GetClient(), Slices: eps, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now}
 	if cfg.Consul != nil {
 		regs[managed.Consul] = cfg.Consul
+		observer.Consul = cfg.Consul
 		if err := (&backstop.Reconciler{Client: mgr.GetClient(), Consul: cfg.Consul, Recorder: rec, Now: time.Now}).SetupWithManager(mgr); err != nil {
 			return err
 		}
@@ -71,6 +77,9 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		}
 	}
 	if err := (&gate.Reconciler{Client: mgr.GetClient(), Registries: regs, Recorder: rec, Retry: cfg.GateRetry}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := observer.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	for _, r := range []*warnings.Reconciler{warnings.ForDeployments(mgr.GetClient(), rec), warnings.ForStatefulSets(mgr.GetClient(), rec)} {

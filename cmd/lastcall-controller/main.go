@@ -36,6 +36,7 @@ type options struct {
 	consulServers          string
 	sweepInterval          time.Duration
 	gateRetry              time.Duration
+	observePoll            time.Duration
 	showVersion            bool
 }
 
@@ -50,6 +51,7 @@ func main() {
 	fs.StringVar(&o.consulServers, "consul-servers", "", "comma-separated HTTP addresses of the Consul servers callers read from; a pod is visible when every one lists it (default: --consul-addr)")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", 30*time.Second, "how often stale Consul registrations are swept")
 	fs.DurationVar(&o.gateRetry, "gate-retry", time.Second, "how soon a pod not yet visible to callers is checked again")
+	fs.DurationVar(&o.observePoll, "observe-interval", 250*time.Millisecond, "how often a draining pod's registries are read for its drain timeline")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -70,8 +72,8 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *rest.Config, o options) error {
-	if o.sweepInterval <= 0 || o.gateRetry <= 0 {
-		return errors.New("--sweep-interval and --gate-retry must be above zero")
+	if o.sweepInterval <= 0 || o.gateRetry <= 0 || o.observePoll <= 0 {
+		return errors.New("--sweep-interval, --gate-retry and --observe-interval must be above zero")
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -91,7 +93,7 @@ func run(ctx context.Context, cfg *rest.Config, o options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	cc := controllers.Config{SweepInterval: o.sweepInterval, GateRetry: o.gateRetry}
+	cc := controllers.Config{SweepInterval: o.sweepInterval, GateRetry: o.gateRetry, ObservePoll: o.observePoll}
 	log := ctrl.Log.WithName("setup")
 	if o.consulAddr != "" {
 		if cc.Consul, err = consulRegistry(o); err != nil {

@@ -26,7 +26,7 @@ func freeAddr(t *testing.T) string {
 // serves lastcall's metrics; cancelling the context stops it cleanly.
 func TestManagerServesProbesAndMetrics(t *testing.T) {
 	_, cfg := apitest.Start(t)
-	o := options{metricsAddr: freeAddr(t), probeAddr: freeAddr(t), sweepInterval: time.Minute, gateRetry: time.Second}
+	o := options{metricsAddr: freeAddr(t), probeAddr: freeAddr(t), sweepInterval: time.Minute, gateRetry: time.Second, observePoll: time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, o) }()

@@ -192,3 +192,17 @@ func total(ready map[string]int) int {
 	}
 	return n
 }
+
+// Ready reports whether any EndpointSlice still lists the pod as ready, i.e. whether node
+// proxies may still send it new connections.
+func (r *Registry) Ready(ctx context.Context, in registry.Instance) (bool, error) {
+	list, err := r.cfg.Client.List(ctx, in.Namespace)
+	if err != nil {
+		return false, fmt.Errorf("endpoints: list EndpointSlices in %s: %w", in.Namespace, err)
+	}
+	ready := map[string]int{}
+	for i := range list.Items {
+		track(ready, &list.Items[i], in.UID)
+	}
+	return total(ready) > 0, nil
+}

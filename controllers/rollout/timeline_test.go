@@ -1,0 +1,161 @@
+package rollout
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func deletingPod(grace int64) *corev1.Pod {
+	kill := metav1.NewTime(t0.Add(time.Duration(grace) * time.Second))
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", DeletionTimestamp: &kill, DeletionGracePeriodSeconds: ptr.To(grace)},
+		Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "web"}, {Name: "sidecar"}}}}
+}
+
+func terminate(pod *corev1.Pod, i int, at time.Time, code int32) {
+	pod.Status.ContainerStatuses[i].State.Terminated = &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at), ExitCode: code}
+}
+
+func TestAdvance(t *testing.T) {
+	listed, gone := ptr.To(true), ptr.To(false)
+	tests := []struct {
+		name     string
+		steps    func(pod *corev1.Pod) []Observation
+		complete bool
+		summary  []string
+	}{
+		{
+			name: "endpoints only, both containers end",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 0)
+				terminate(pod, 1, t0.Add(4*time.Second), 0)
+				return []Observation{{Now: t0.Add(100 * time.Millisecond)}}
+			},
+			complete: true,
+			summary:  []string{"unready in EndpointSlices +100ms", "containers terminated +4s", "exit code 0"},
+		},
+		{
+			name: "consul still listed: not complete",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 0)
+				terminate(pod, 1, t0.Add(3*time.Second), 0)
+				return []Observation{{Now: t0.Add(time.Second), InConsul: listed}}
+			},
+			complete: false,
+			summary:  []string{"out of Consul not seen"},
+		},
+		{
+			name: "consul removed later; first non-zero exit code wins",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 137)
+				terminate(pod, 1, t0.Add(2*time.Second), 1)
+				return []Observation{{Now: t0.Add(time.Second), InConsul: listed, ReadyInSlices: true}, {Now: t0.Add(2 * time.Second), InConsul: gone}}
+			},
+			complete: true,
+			summary:  []string{"unready in EndpointSlices +2s", "out of Consul +2s", "containers terminated +3s", "exit code 137"},
+		},
+		{
+			name: "one container still running",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 0)
+				return []Observation{{Now: t0.Add(time.Second)}}
+			},
+			complete: false,
+			summary:  []string{"containers terminated not seen"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := deletingPod(30)
+			var tl Timeline
+			for _, o := range tt.steps(pod) {
+				tl = Advance(tl, pod, o)
+			}
+			if !tl.Deleted.Equal(t0) {
+				t.Errorf("Deleted = %s, want deletionTimestamp − grace = %s", tl.Deleted, t0)
+			}
+			if tl.Complete() != tt.complete {
+				t.Errorf("Complete = %v, want %v (%+v)", tl.Complete(), tt.complete, tl)
+			}
+			s := tl.Summary("web-1")
+			for _, w := range tt.summary {
+				if !strings.Contains(s, w) {
+					t.Errorf("summary %q lacks %q", s, w)
+				}
+			}
+			back := Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tl.Encode()}}})
+			if back.Encode() != tl.Encode() {
+				t.Errorf("annotation round trip: %s != %s", back.Encode(), tl.Encode())
+			}
+		})
+	}
+}
+
+// TestRolloutSequence applies the events of a drain in seeded random orders, with repeated and
+// stale observations as a resync or a restarted controller produces, and checks the invariants
+// after every step.
+func TestRolloutSequence(t *testing.T) {
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 42))
+		pod := deletingPod(30)
+		type ev func(now time.Time) Observation
+		inConsul, ready := true, true
+		events := []ev{
+			func(now time.Time) Observation {
+				ready = false
+				return Observation{Now: now, InConsul: ptr.To(inConsul)}
+			},
+			func(now time.Time) Observation {
+				inConsul = false
+				return Observation{Now: now, ReadyInSlices: ready, InConsul: ptr.To(false)}
+			},
+			func(now time.Time) Observation {
+				terminate(pod, 0, now, 0)
+				terminate(pod, 1, now, 0)
+				return Observation{Now: now, ReadyInSlices: ready, InConsul: ptr.To(inConsul)}
+			},
+		}
+		// Duplicates: the same state observed again later.
+		for range rng.IntN(4) {
+			events = append(events, func(now time.Time) Observation {
+				return Observation{Now: now, ReadyInSlices: ready, InConsul: ptr.To(inConsul)}
+			})
+		}
+		rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
+
+		var tl Timeline
+		now := t0
+		for step, e := range events {
+			now = now.Add(time.Duration(1+rng.IntN(500)) * time.Millisecond)
+			prev := tl
+			// A restarted controller starts from the annotation, not from memory.
+			if rng.IntN(3) == 0 {
+				tl = Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tl.Encode()}}})
+			}
+			tl = Advance(tl, pod, e(now))
+			for name, pair := range map[string][2]time.Time{"unready": {prev.Unready, tl.Unready}, "deregistered": {prev.Deregistered, tl.Deregistered}, "terminated": {prev.Terminated, tl.Terminated}} {
+				if !pair[0].IsZero() && !pair[0].Equal(pair[1]) {
+					t.Fatalf("seed %d step %d: %s moved from %s to %s", seed, step, name, pair[0], pair[1])
+				}
+				if !pair[1].IsZero() && pair[1].Before(tl.Deleted) {
+					t.Fatalf("seed %d step %d: %s before the deletion", seed, step, name)
+				}
+			}
+			seenAll := !ready && !inConsul && pod.Status.ContainerStatuses[0].State.Terminated != nil
+			if tl.Complete() != seenAll {
+				t.Fatalf("seed %d step %d: Complete = %v with unready=%v deregistered=%v terminated=%v",
+					seed, step, tl.Complete(), !ready, !inConsul, pod.Status.ContainerStatuses[0].State.Terminated != nil)
+			}
+		}
+		if !tl.Complete() {
+			t.Fatalf("seed %d: incomplete after every event: %+v", seed, tl)
+		}
+	}
+}
