@@ -9,8 +9,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/dynamic"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -44,6 +44,8 @@ func CacheOptions() cache.Options {
 			&corev1.Pod{}:         {Label: selector},
 			&appsv1.Deployment{}:  {Label: selector},
 			&appsv1.StatefulSet{}: {Label: selector},
+			// Slices cannot be selected by the pods they list: all are cached, slimmed.
+			&discoveryv1.EndpointSlice{}: {Transform: slimSlice},
 		},
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}
@@ -55,11 +57,7 @@ func CacheOptions() cache.Options {
 // Setup adds every reconciler (and the sweeper) to mgr.
 func Setup(mgr ctrl.Manager, cfg Config) error {
 	rec := mgr.GetEventRecorder("lastcall-controller")
-	dyn, err := dynamic.NewForConfig(mgr.GetConfig())
-	if err != nil {
-		return err
-	}
-	eps, err := endpoints.New(endpoints.Config{Client: endpoints.Dynamic{Client: dyn}})
+	eps, err := endpoints.New(endpoints.Config{Client: cachedSlices{mgr.GetClient()}})
 	if err != nil {
 		return err
 	}

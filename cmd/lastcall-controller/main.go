@@ -37,6 +37,8 @@ type options struct {
 	sweepInterval          time.Duration
 	gateRetry              time.Duration
 	observePoll            time.Duration
+	qps                    float64
+	burst                  int
 	showVersion            bool
 }
 
@@ -52,6 +54,8 @@ func main() {
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", 30*time.Second, "how often stale Consul registrations are swept")
 	fs.DurationVar(&o.gateRetry, "gate-retry", time.Second, "how soon a pod not yet visible to callers is checked again")
 	fs.DurationVar(&o.observePoll, "observe-interval", 250*time.Millisecond, "how often a draining pod's registries are read for its drain timeline")
+	fs.Float64Var(&o.qps, "kube-api-qps", 50, "sustained rate of requests to the Kubernetes API")
+	fs.IntVar(&o.burst, "kube-api-burst", 100, "burst of requests to the Kubernetes API")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -81,6 +85,7 @@ func run(ctx context.Context, cfg *rest.Config, o options) error {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "lastcall-controller/" + version
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},

@@ -12,7 +12,7 @@ import (
 	"github.com/lastcall-dev/lastcall/registry/endpoints/apitest"
 )
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -26,7 +26,7 @@ func freeAddr(t *testing.T) string {
 // serves lastcall's metrics; cancelling the context stops it cleanly.
 func TestManagerServesProbesAndMetrics(t *testing.T) {
 	_, cfg := apitest.Start(t)
-	o := options{metricsAddr: freeAddr(t), probeAddr: freeAddr(t), sweepInterval: time.Minute, gateRetry: time.Second, observePoll: time.Second}
+	o := options{metricsAddr: freeAddr(t), probeAddr: freeAddr(t), sweepInterval: time.Minute, gateRetry: time.Second, observePoll: time.Second, qps: 50, burst: 100}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, o) }()
