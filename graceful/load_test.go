@@ -178,4 +178,3 @@ func TestZeroFailedRequestsThroughDrainAndStop(t *testing.T) {
 		})
 	}
 }
-

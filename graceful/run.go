@@ -92,6 +92,8 @@ func (s *Server) startServers(serveErr chan<- error) error {
 		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = s.admin.Serve(ln) }()
 	}
+	var addrs []string
+	defer func() { s.addrs.Store(addrs) }()
 	for i, srv := range s.cfg.Servers {
 		var ln net.Listener
 		if len(s.cfg.Listeners) > 0 {
@@ -102,6 +104,7 @@ func (s *Server) startServers(serveErr chan<- error) error {
 				return fmt.Errorf("graceful: listen on %q: %w", srv.Addr, err)
 			}
 		}
+		addrs = append(addrs, ln.Addr().String())
 		srv.Handler = s.Wrap(srv.Handler)
 		srv.BaseContext = func(net.Listener) context.Context { return s.base }
 		go func() {

@@ -86,6 +86,7 @@ type Server struct {
 	cancelBase context.CancelFunc
 	admin      *http.Server
 	adminAddr  atomic.Value // string
+	addrs      atomic.Value // []string
 	retryAfter string
 }
 
@@ -187,6 +188,12 @@ func (s *Server) Status() Status {
 // AdminAddr is the admin endpoint's address once Run has started it.
 func (s *Server) AdminAddr() string {
 	a, _ := s.adminAddr.Load().(string)
+	return a
+}
+
+// Addrs are the app servers' listening addresses once Run has started them.
+func (s *Server) Addrs() []string {
+	a, _ := s.addrs.Load().([]string)
 	return a
 }
 
