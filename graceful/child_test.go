@@ -205,4 +205,3 @@ func TestHandlerIgnoringCancellationIsForcedAtTheDeadline(t *testing.T) {
 		t.Errorf("exited %s after SIGTERM; want the 2.3s deadline", elapsed)
 	}
 }
-

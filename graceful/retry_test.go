@@ -54,13 +54,17 @@ func TestRetryTransport(t *testing.T) {
 		processed int32
 	}{
 		{"marker: POST retried elsewhere with its body", http.MethodPost,
-			func(t *testing.T, ok *atomic.Int32) []string { return []string{endpoint(t, true, ok), endpoint(t, false, ok)} }, false, 200, 1},
+			func(t *testing.T, ok *atomic.Int32) []string {
+				return []string{endpoint(t, true, ok), endpoint(t, false, ok)}
+			}, false, 200, 1},
 		{"refused: GET retried", http.MethodGet,
 			func(t *testing.T, ok *atomic.Int32) []string { return []string{refused(t), endpoint(t, false, ok)} }, false, 200, 1},
 		{"refused: POST not retried", http.MethodPost,
 			func(t *testing.T, ok *atomic.Int32) []string { return []string{refused(t), endpoint(t, false, ok)} }, true, 0, 0},
 		{"every endpoint shutting down: the last answer is returned", http.MethodPost,
-			func(t *testing.T, ok *atomic.Int32) []string { return []string{endpoint(t, true, ok), endpoint(t, true, ok)} }, false, 503, 0},
+			func(t *testing.T, ok *atomic.Int32) []string {
+				return []string{endpoint(t, true, ok), endpoint(t, true, ok)}
+			}, false, 503, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
