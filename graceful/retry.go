@@ -47,11 +47,12 @@ func (s *Static) Set(hosts ...string) {
 func (s *Static) Pick(tried []string) (string, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return pickFrom(s.hosts, tried, &s.next)
+	return RoundRobin(s.hosts, tried, &s.next)
 }
 
-// pickFrom is round robin over hosts, skipping tried ones while any other is left.
-func pickFrom(hosts, tried []string, next *atomic.Uint64) (string, error) {
+// RoundRobin picks from hosts in turn (next is the shared turn counter), skipping tried ones
+// while any other is left; for Picker implementations.
+func RoundRobin(hosts, tried []string, next *atomic.Uint64) (string, error) {
 	if len(hosts) == 0 {
 		return "", ErrNoEndpoint
 	}
