@@ -193,13 +193,35 @@ func inConsul(t *testing.T, c *api.Client, id string) bool {
 	return slices.ContainsFunc(svcs, func(s *api.CatalogService) bool { return s.ServiceID == id })
 }
 
-func TestGateOpensOnlyOnceConsulPasses(t *testing.T) {
+// harness is one test's control plane, optional Consul agent, and controller settings.
+type harness struct {
+	cfg    *rest.Config
+	k      client.Client
+	agent  *consultest.Agent
+	consul *api.Client
+	conf   controllers.Config
+}
+
+// setup starts a real API server (and a real Consul agent when withConsul) and creates ns.
+func setup(t *testing.T, ns string, withConsul bool) *harness {
+	t.Helper()
 	_, cfg := apitest.Start(t)
-	agent := consultest.Start(t)
-	cc := agent.Client(t, nil)
-	k := newClient(t, cfg)
-	namespace(t, k, "gate")
-	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
+	h := &harness{cfg: cfg, k: newClient(t, cfg),
+		conf: controllers.Config{GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond}}
+	if withConsul {
+		h.agent = consultest.Start(t)
+		h.consul = h.agent.Client(t, nil)
+		h.conf.Consul = consulRegistry(t, h.agent)
+	}
+	namespace(t, h.k, ns)
+	return h
+}
+
+func TestGateOpensOnlyOnceConsulPasses(t *testing.T) {
+	h := setup(t, "gate", true)
+	k := h.k
+	cc := h.consul
+	startManager(t, h.cfg, h.conf)
 
 	pod := managedPod(t, k, "gate", "web-1", "10.5.0.1")
 	awaitGate(t, k, "gate", "web-1", corev1.ConditionFalse, gate.ReasonNotVisible)
@@ -223,10 +245,9 @@ func TestGateOpensOnlyOnceConsulPasses(t *testing.T) {
 }
 
 func TestGateReportsBadAnnotations(t *testing.T) {
-	_, cfg := apitest.Start(t)
-	k := newClient(t, cfg)
-	namespace(t, k, "bad")
-	startManager(t, cfg, controllers.Config{GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
+	h := setup(t, "bad", false)
+	k := h.k
+	startManager(t, h.cfg, h.conf)
 	pod := managedPod(t, k, "bad", "web-1", "10.5.0.9")
 	pod.Annotations[managed.RegistriesAnnotation] = "dns"
 	if err := k.Update(context.Background(), pod); err != nil {
@@ -237,12 +258,10 @@ func TestGateReportsBadAnnotations(t *testing.T) {
 }
 
 func TestBackstopDeregistersADeletingPod(t *testing.T) {
-	_, cfg := apitest.Start(t)
-	agent := consultest.Start(t)
-	cc := agent.Client(t, nil)
-	k := newClient(t, cfg)
-	namespace(t, k, "backstop")
-	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
+	h := setup(t, "backstop", true)
+	k := h.k
+	cc := h.consul
+	startManager(t, h.cfg, h.conf)
 
 	// A test finalizer keeps the deleting pod around, as a running container would.
 	pod := managedPod(t, k, "backstop", "web-1", "10.5.0.2", "test.lastcall.dev/hold")
@@ -295,11 +314,9 @@ func (failingReader) Get(context.Context, client.ObjectKey, client.Object, ...cl
 }
 
 func TestSweeperRemovesOnlyInstancesOfGonePods(t *testing.T) {
-	_, cfg := apitest.Start(t)
-	agent := consultest.Start(t)
-	cc := agent.Client(t, nil)
-	k := newClient(t, cfg)
-	namespace(t, k, "sweep")
+	h := setup(t, "sweep", true)
+	k := h.k
+	cc := h.consul
 	ctx := context.Background()
 
 	alive := managedPod(t, k, "sweep", "alive", "10.5.0.3")
@@ -321,15 +338,11 @@ func TestSweeperRemovesOnlyInstancesOfGonePods(t *testing.T) {
 	// "replaced" comes back under the same name with a new UID.
 	_ = managedPod(t, k, "sweep", "replaced", "10.5.0.6")
 
-	reg := consulRegistry(t, agent)
-	apiReader, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := h.conf.Consul
 	if n, err := (&backstop.Sweeper{Consul: reg, Pods: failingReader{}}).Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep with a failing API removed %d (err %v); want 0", n, err)
 	}
-	n, err := (&backstop.Sweeper{Consul: reg, Pods: apiReader}).Sweep(ctx)
+	n, err := (&backstop.Sweeper{Consul: reg, Pods: k}).Sweep(ctx) // k reads the API directly, uncached
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,14 +357,11 @@ func TestSweeperRemovesOnlyInstancesOfGonePods(t *testing.T) {
 }
 
 func TestRestartedControllerResumesFromAPIState(t *testing.T) {
-	_, cfg := apitest.Start(t)
-	agent := consultest.Start(t)
-	cc := agent.Client(t, nil)
-	k := newClient(t, cfg)
-	namespace(t, k, "restart")
-	conf := controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond}
+	h := setup(t, "restart", true)
+	k := h.k
+	cc := h.consul
 
-	stopA := startManager(t, cfg, conf)
+	stopA := startManager(t, h.cfg, h.conf)
 	pod := managedPod(t, k, "restart", "web-1", "10.5.0.7")
 	d := unsafeDeployment("restart")
 	if err := k.Create(context.Background(), d); err != nil {
@@ -363,7 +373,7 @@ func TestRestartedControllerResumesFromAPIState(t *testing.T) {
 
 	// While no controller runs, the pod becomes callable.
 	registerInConsul(t, cc, pod, api.HealthPassing)
-	startManager(t, cfg, conf)
+	startManager(t, h.cfg, h.conf)
 	awaitGate(t, k, "restart", "web-1", corev1.ConditionTrue, gate.ReasonVisible)
 	// The warnings it already sent are recorded on the Deployment: none is sent twice.
 	if n := countEvents(t, k, "restart", d.Name, warnings.NoPreStopHook); n != 1 {
@@ -389,10 +399,9 @@ func unsafeDeployment(ns string) *appsv1.Deployment {
 }
 
 func TestUnsafeSettingsProduceEvents(t *testing.T) {
-	_, cfg := apitest.Start(t)
-	k := newClient(t, cfg)
-	namespace(t, k, "unsafe")
-	startManager(t, cfg, controllers.Config{GateRetry: time.Second, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
+	h := setup(t, "unsafe", false)
+	k := h.k
+	startManager(t, h.cfg, h.conf)
 	d := unsafeDeployment("unsafe")
 	if err := k.Create(context.Background(), d); err != nil {
 		t.Fatal(err)
@@ -443,13 +452,11 @@ func awaitEvent(t *testing.T, k client.Client, ns, name, reason string) {
 }
 
 func TestObserverPublishesTheDrainTimeline(t *testing.T) {
-	_, cfg := apitest.Start(t)
-	agent := consultest.Start(t)
-	cc := agent.Client(t, nil)
-	k := newClient(t, cfg)
+	h := setup(t, "observe", true)
+	k := h.k
+	cc := h.consul
 	ctx := context.Background()
-	namespace(t, k, "observe")
-	startManager(t, cfg, controllers.Config{Consul: consulRegistry(t, agent), GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond})
+	startManager(t, h.cfg, h.conf)
 
 	d := unsafeDeployment("observe")
 	if err := k.Create(ctx, d); err != nil {
