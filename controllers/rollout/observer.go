@@ -130,7 +130,7 @@ func (o *Observer) finish(ctx context.Context, pod *corev1.Pod) {
 }
 
 func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) {
-	workload, obj := o.workload(ctx, pod)
+	workload, obj, cause := o.workload(ctx, pod)
 	metrics.DrainDuration.WithLabelValues(pod.Namespace, workload).Observe(tl.Terminated.Sub(tl.Deleted).Seconds())
 	if !tl.Unready.IsZero() {
 		metrics.RegistrationLag.WithLabelValues(pod.Namespace, workload, managed.Endpoints).Observe(tl.Unready.Sub(tl.Deleted).Seconds())
@@ -143,16 +143,16 @@ func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) {
 		kind = corev1.EventTypeWarning
 	}
 	if o.Recorder != nil {
-		o.Recorder.Eventf(obj, pod, kind, "PodDrained", "Drain", "%s", tl.Summary(pod.Name))
+		o.Recorder.Eventf(obj, pod, kind, "PodDrained", "Drain", "%s", tl.Summary(pod.Name, cause))
 	}
 }
 
-// workload finds the Deployment or StatefulSet the pod belongs to, for Events and metric labels;
-// the pod itself when there is none lastcall manages.
-func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, client.Object) {
+// workload finds the Deployment or StatefulSet the pod belongs to, for Events and metric labels,
+// and why it is losing pods; the pod itself when there is none lastcall manages.
+func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, client.Object, string) {
 	owner := metav1.GetControllerOf(pod)
 	if owner == nil {
-		return pod.Name, pod
+		return pod.Name, pod, CauseOther
 	}
 	key := types.NamespacedName{Namespace: pod.Namespace, Name: owner.Name}
 	var obj client.Object
@@ -164,10 +164,16 @@ func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, clien
 	case "StatefulSet":
 		obj = &appsv1.StatefulSet{}
 	default:
-		return owner.Name, pod
+		return owner.Name, pod, CauseOther
 	}
 	if err := o.Client.Get(ctx, key, obj); err != nil {
-		return key.Name, pod // not labelled, so not cached: the pod carries the Event
+		return key.Name, pod, CauseOther // not labelled, so not cached: the pod carries the Event
 	}
-	return key.Name, obj
+	switch w := obj.(type) {
+	case *appsv1.Deployment:
+		return key.Name, obj, DeploymentCause(w)
+	case *appsv1.StatefulSet:
+		return key.Name, obj, StatefulSetCause(w)
+	}
+	return key.Name, obj, CauseOther
 }

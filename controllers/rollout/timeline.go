@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -84,10 +85,10 @@ func (tl Timeline) Complete() bool {
 	return !tl.Unready.IsZero() && (!tl.Consul || !tl.Deregistered.IsZero()) && !tl.Terminated.IsZero()
 }
 
-// Summary is the Event text.
-func (tl Timeline) Summary(pod string) string {
+// Summary is the Event text; cause says why the pod went (rolling update, scale-down).
+func (tl Timeline) Summary(pod, cause string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "pod %s drained:", pod)
+	fmt.Fprintf(&b, "pod %s drained (%s):", pod, cause)
 	for _, s := range []struct {
 		name string
 		at   time.Time
@@ -128,4 +129,42 @@ func terminated(pod *corev1.Pod) (time.Time, int32, bool) {
 		}
 	}
 	return last, code, true
+}
+
+// Causes of a drain, as in the PodDrained Event.
+const (
+	CauseRollingUpdate = "rolling update"
+	CauseScaleDown     = "scale-down"
+	CauseOther         = "deletion"
+)
+
+// DeploymentCause tells why a Deployment is losing pods: a template change still rolling out, or
+// fewer replicas wanted than it has.
+func DeploymentCause(d *appsv1.Deployment) string {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	switch {
+	case d.Generation != d.Status.ObservedGeneration || d.Status.UpdatedReplicas < d.Status.Replicas:
+		return CauseRollingUpdate
+	case want < d.Status.Replicas:
+		return CauseScaleDown
+	}
+	return CauseOther
+}
+
+// StatefulSetCause is DeploymentCause for StatefulSets.
+func StatefulSetCause(s *appsv1.StatefulSet) string {
+	want := int32(1)
+	if s.Spec.Replicas != nil {
+		want = *s.Spec.Replicas
+	}
+	switch {
+	case s.Status.UpdateRevision != "" && s.Status.CurrentRevision != s.Status.UpdateRevision:
+		return CauseRollingUpdate
+	case want < s.Status.Replicas:
+		return CauseScaleDown
+	}
+	return CauseOther
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -84,7 +85,7 @@ func TestAdvance(t *testing.T) {
 			if tl.Complete() != tt.complete {
 				t.Errorf("Complete = %v, want %v (%+v)", tl.Complete(), tt.complete, tl)
 			}
-			s := tl.Summary("web-1")
+			s := tl.Summary("web-1", CauseScaleDown)
 			for _, w := range tt.summary {
 				if !strings.Contains(s, w) {
 					t.Errorf("summary %q lacks %q", s, w)
@@ -157,5 +158,31 @@ func TestRolloutSequence(t *testing.T) {
 		if !tl.Complete() {
 			t.Fatalf("seed %d: incomplete after every event: %+v", seed, tl)
 		}
+	}
+}
+
+func TestCause(t *testing.T) {
+	tests := []struct {
+		name string
+		d    appsv1.Deployment
+		want string
+	}{
+		{"template change not yet observed", appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Generation: 3}, Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 3}}, CauseRollingUpdate},
+		{"old pods left", appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.DeploymentStatus{Replicas: 4, UpdatedReplicas: 2}}, CauseRollingUpdate},
+		{"fewer replicas wanted", appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)}, Status: appsv1.DeploymentStatus{Replicas: 6, UpdatedReplicas: 6}}, CauseScaleDown},
+		{"steady: a plain deletion", appsv1.Deployment{Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.DeploymentStatus{Replicas: 3, UpdatedReplicas: 3}}, CauseOther},
+	}
+	for _, tt := range tests {
+		if got := DeploymentCause(&tt.d); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	s := &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2)}, Status: appsv1.StatefulSetStatus{Replicas: 2, CurrentRevision: "a", UpdateRevision: "b"}}
+	if got := StatefulSetCause(s); got != CauseRollingUpdate {
+		t.Errorf("StatefulSet revision change: %s", got)
+	}
+	s.Status.UpdateRevision, s.Status.Replicas = "a", 3
+	if got := StatefulSetCause(s); got != CauseScaleDown {
+		t.Errorf("StatefulSet scale-down: %s", got)
 	}
 }
