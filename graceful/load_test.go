@@ -61,7 +61,9 @@ func startInstance(t *testing.T, name string, h2 bool, h http.Handler, cfg grace
 	go func() { in.done <- s.Run(context.Background()) }()
 	t.Cleanup(func() {
 		s.Shutdown()
-		<-in.done
+		if err := <-in.done; err != nil {
+			t.Errorf("instance %s: %v", name, err)
+		}
 	})
 	awaitState(t, s, graceful.Running)
 	return in

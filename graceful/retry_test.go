@@ -119,14 +119,18 @@ func TestRetryTransportBounds(t *testing.T) {
 	defer hang.Close()
 	client = &http.Client{Transport: &graceful.RetryTransport{Picker: graceful.NewStatic(strings.TrimPrefix(hang.URL, "http://")), Timeout: 200 * time.Millisecond}}
 	start := time.Now()
-	if _, err := client.Get("http://svc/"); err == nil {
+	if resp, err := client.Get("http://svc/"); err == nil {
+		resp.Body.Close()
 		t.Fatal("no error from a hanging endpoint")
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("took %s with a 200ms Timeout", el)
 	}
 
-	_, err = (&http.Client{Transport: &graceful.RetryTransport{Picker: graceful.NewStatic()}}).Get("http://svc/")
+	resp, err = (&http.Client{Transport: &graceful.RetryTransport{Picker: graceful.NewStatic()}}).Get("http://svc/")
+	if err == nil {
+		resp.Body.Close()
+	}
 	if !errors.Is(err, graceful.ErrNoEndpoint) {
 		t.Errorf("empty picker: %v", err)
 	}

@@ -196,7 +196,7 @@ func TestAdminEndpointAndHealth(t *testing.T) {
 	}
 	resp.Body.Close()
 	// The client transport consumes the Connection header and reports it as Close.
-	if resp.StatusCode != 200 || !resp.Close {
+	if resp.StatusCode != http.StatusOK || !resp.Close {
 		t.Errorf("request while draining = %d, close=%v; want 200 and a closing connection", resp.StatusCode, resp.Close)
 	}
 	s.Shutdown()

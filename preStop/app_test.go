@@ -21,7 +21,12 @@ func TestAppAdminAgainstGraceful(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(context.Background()) }()
-	defer func() { srv.Shutdown(); <-done }()
+	defer func() {
+		srv.Shutdown()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
 	for srv.State() != graceful.Running {
 		time.Sleep(time.Millisecond) // Run starts asynchronously
 	}
