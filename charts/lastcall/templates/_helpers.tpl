@@ -1,0 +1,18 @@
+{{- define "lastcall.name" -}}lastcall-controller{{- end }}
+
+{{- define "lastcall.labels" -}}
+app.kubernetes.io/name: lastcall-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "lastcall.selector" -}}
+app.kubernetes.io/name: lastcall-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "lastcall.fullname" -}}
+{{- printf "%s-controller" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
