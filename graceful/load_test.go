@@ -1,9 +1,13 @@
 package graceful_test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,207 +18,165 @@ import (
 	"github.com/lastcall-dev/lastcall/graceful"
 )
 
-// TestZeroFailedRequestsThroughDrainAndStop: two instances behind RetryTransport, 50 keep-alive
-// clients (each its own connection pool). Instance a drains (as lastcall-prestop makes it), the
-// registry change reaches the well-behaved callers (they stop choosing a), then a stops (SIGTERM)
-// while ten requests are still in flight on it. Callers with a stale view keep choosing a through
-// its stop, with idempotent requests only. No request may fail, every in-flight one must
-// complete, and none may be processed twice.
-func TestZeroFailedRequestsThroughDrainAndStop(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		h2   bool
-	}{{"HTTP/1.1", false}, {"HTTP/2", true}} {
-		t.Run(tc.name, func(t *testing.T) { loadThroughDrainAndStop(t, tc.h2) })
+// instance is one app replica on loopback.
+type instance struct {
+	name string
+	srv  *graceful.Server
+	addr string
+	done chan error
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func protocols(h2 bool) *http.Protocols {
+	p := new(http.Protocols)
+	if h2 {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
 	}
+	return p
 }
 
-// ledger counts, per request id, how many times a handler processed it.
-type ledger struct {
-	mu         sync.Mutex
-	processed  map[string]int
-	byInstance [2]int
-}
-
-func (l *ledger) record(id string, instance int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.processed[id]++
-	l.byInstance[instance]++
-}
-
-// tryCounts counts, under the RetryTransport, the tries it had to retry.
-type tryCounts struct{ marked, errored atomic.Int64 }
-
-// countingTransport is a RetryTransport's base that counts marked answers and failed tries.
-type countingTransport struct {
-	base   http.RoundTripper
-	counts *tryCounts
-}
-
-func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := c.base.RoundTrip(r)
+func startInstance(t *testing.T, name string, h2 bool, h http.Handler, cfg graceful.Config) *instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		c.counts.errored.Add(1)
-	} else if resp.Header.Get(graceful.MarkerHeader) != "" {
-		c.counts.marked.Add(1)
+		t.Fatal(err)
 	}
-	return resp, err
+	p := protocols(h2)
+	p.SetHTTP1(true) // the server speaks both; the client picks
+	httpSrv := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 5 * time.Second}
+	cfg.Servers, cfg.Listeners = []*http.Server{httpSrv}, []net.Listener{ln}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:0"
+	}
+	cfg.Signals = []os.Signal{} // the test process's own signals are not the instance's
+	cfg.Logger = quietLogger()
+	s, err := graceful.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{name: name, srv: s, addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { in.done <- s.Run(context.Background()) }()
+	t.Cleanup(func() {
+		s.Shutdown()
+		if err := <-in.done; err != nil {
+			t.Errorf("instance %s: %v", name, err)
+		}
+	})
+	awaitState(t, s, graceful.Running)
+	return in
 }
 
-func loadThroughDrainAndStop(t *testing.T, h2 bool) {
-	const (
-		clients, perClient = 50, 40
-		held               = 10 // requests in flight on a when it stops
-	)
-	led := &ledger{processed: map[string]int{}}
-	heldIn := make(chan struct{}, held)
-	release := make(chan struct{}) // closed once a is stopping
-	handler := func(instance int) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			id := r.Header.Get("X-Request-Id")
-			body, _ := io.ReadAll(r.Body)
-			if r.Method == http.MethodPost && string(body) != "order "+id {
-				http.Error(w, "body lost on a retry: "+string(body), http.StatusBadRequest)
-				return
+func awaitState(t *testing.T, s *graceful.Server, want graceful.State) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.State() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s, want %s", s.State(), want)
+		}
+		time.Sleep(time.Millisecond) // Run starts asynchronously; there is no event to wait on
+	}
+}
+
+// TestZeroFailedRequestsThroughDrainAndStop: two instances behind RetryTransport, 50 keep-alive
+// clients; one instance drains (as lastcall-prestop would make it), callers then stop picking it
+// (registry propagation), then it stops (SIGTERM). No request may fail, and none may be
+// processed twice.
+func TestZeroFailedRequestsThroughDrainAndStop(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			var processed sync.Map // request id → *atomic.Int32
+			var byInstance [2]atomic.Int64
+			handler := func(i int) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					id := r.Header.Get("X-Request-Id")
+					_, _ = io.Copy(io.Discard, r.Body)
+					time.Sleep(time.Duration(2+len(id)%8) * time.Millisecond) // in flight for a while
+					n, _ := processed.LoadOrStore(id, new(atomic.Int32))
+					n.(*atomic.Int32).Add(1)
+					byInstance[i].Add(1)
+					fmt.Fprintf(w, "%d", i)
+				})
 			}
-			if r.Header.Get("X-Hold") != "" {
-				heldIn <- struct{}{}
-				<-release
-			} else {
-				time.Sleep(time.Duration(1+len(id)%4) * time.Millisecond) // the work
+			a := startInstance(t, "a", h2, handler(0), graceful.Config{StopTimeout: 5 * time.Second})
+			b := startInstance(t, "b", h2, handler(1), graceful.Config{StopTimeout: 5 * time.Second})
+			picker := graceful.NewStatic(a.addr, b.addr)
+
+			const clients, perClient = 50, 60
+			var completed atomic.Int64
+			var failures []string
+			var mu sync.Mutex
+			milestones := map[int64]chan struct{}{500: make(chan struct{}), 1000: make(chan struct{}), 1500: make(chan struct{})}
+			var wg sync.WaitGroup
+			for c := range clients {
+				wg.Go(func() {
+					tr := &http.Transport{Protocols: protocols(h2), MaxIdleConnsPerHost: 4}
+					defer tr.CloseIdleConnections()
+					client := &http.Client{Transport: &graceful.RetryTransport{Base: tr, Picker: picker, MaxTries: 4}}
+					for i := range perClient {
+						id := strconv.Itoa(c) + "-" + strconv.Itoa(i)
+						method, body := http.MethodGet, io.Reader(nil)
+						if i%3 == 0 {
+							method, body = http.MethodPost, strings.NewReader("order "+id)
+						}
+						req, _ := http.NewRequest(method, "http://app/work", body)
+						req.Header.Set("X-Request-Id", id)
+						resp, err := client.Do(req)
+						if err == nil {
+							_, _ = io.Copy(io.Discard, resp.Body)
+							_ = resp.Body.Close()
+							if resp.StatusCode != http.StatusOK {
+								err = fmt.Errorf("HTTP %d", resp.StatusCode)
+							}
+						}
+						if err != nil {
+							mu.Lock()
+							failures = append(failures, id+": "+err.Error())
+							mu.Unlock()
+						}
+						if ch, ok := milestones[completed.Add(1)]; ok {
+							close(ch)
+						}
+					}
+				})
 			}
-			led.record(id, instance)
-			fmt.Fprint(w, instance)
+			<-milestones[500]
+			drainResp, err := http.Post("http://"+a.srv.AdminAddr()+"/drain", "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			drainResp.Body.Close()
+			<-milestones[1000]
+			picker.Set(b.addr) // the registries have caught up: callers stop choosing a
+			<-milestones[1500]
+			a.srv.Shutdown()
+			runErr := <-a.done
+			a.done <- runErr // for the cleanup
+			wg.Wait()
+
+			if len(failures) > 0 {
+				t.Errorf("%d failed requests, want 0; first: %v", len(failures), failures[:min(5, len(failures))])
+			}
+			if runErr != nil {
+				t.Errorf("instance a did not stop cleanly (in-flight requests cut): %v", runErr)
+			}
+			total := 0
+			processed.Range(func(k, v any) bool {
+				total++
+				if n := v.(*atomic.Int32).Load(); n != 1 {
+					t.Errorf("request %s processed %d times", k, n)
+				}
+				return true
+			})
+			if total != clients*perClient {
+				t.Errorf("%d requests processed, want %d", total, clients*perClient)
+			}
+			if byInstance[0].Load() == 0 || byInstance[1].Load() == 0 {
+				t.Errorf("load not shared: a=%d b=%d", byInstance[0].Load(), byInstance[1].Load())
+			}
+			t.Logf("a served %d, b served %d", byInstance[0].Load(), byInstance[1].Load())
 		})
 	}
-	a := startInstance(t, handler(0), graceful.Config{StopTimeout: 10 * time.Second})
-	b := startInstance(t, handler(1), graceful.Config{StopTimeout: 10 * time.Second})
-	go func() {
-		<-a.srv.Reached(graceful.Stopping)
-		close(release)
-	}()
-	t.Cleanup(func() { a.srv.Shutdown() }) // releases held requests if the test fails early
-
-	fresh := graceful.NewStatic(a.addr, b.addr) // what callers following the registry see
-	stale := graceful.NewStatic(a.addr, b.addr) // what callers with a stale view see
-	var retries tryCounts
-	newClient := func(p graceful.Picker) *http.Client {
-		tr := &http.Transport{Protocols: protocols(h2), MaxIdleConnsPerHost: 4}
-		t.Cleanup(tr.CloseIdleConnections)
-		return &http.Client{Transport: &graceful.RetryTransport{
-			Base: countingTransport{base: tr, counts: &retries}, Picker: p, MaxTries: 4, Timeout: 15 * time.Second}}
-	}
-	var mu sync.Mutex
-	var failures []string
-	do := func(client *http.Client, method, id string, hold bool) string {
-		var body io.Reader
-		if method == http.MethodPost {
-			body = strings.NewReader("order " + id)
-		}
-		req, _ := http.NewRequest(method, "http://app/work", body)
-		req.Header.Set("X-Request-Id", id)
-		if hold {
-			req.Header.Set("X-Hold", "1")
-		}
-		resp, err := client.Do(req)
-		var got string
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			got = string(b)
-			if resp.StatusCode != http.StatusOK {
-				err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
-			}
-		}
-		if err != nil {
-			mu.Lock()
-			failures = append(failures, id+": "+err.Error())
-			mu.Unlock()
-		}
-		return got
-	}
-
-	// Requests held in flight on a from before the drain until its stop.
-	onlyA := newClient(graceful.NewStatic(a.addr))
-	heldBy := make([]string, held)
-	var heldWG sync.WaitGroup
-	for i := range held {
-		method := []string{http.MethodGet, http.MethodPost}[i%2]
-		heldWG.Go(func() { heldBy[i] = do(onlyA, method, "held-"+strconv.Itoa(i), true) })
-	}
-	for range held {
-		<-heldIn
-	}
-
-	var completed atomic.Int64
-	milestones := map[int64]chan struct{}{400: make(chan struct{}), 800: make(chan struct{}), 1200: make(chan struct{})}
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Go(func() {
-			// Odd clients follow a stale registry view through a's stop, so they only send
-			// what may be retried after a connection failure.
-			staleView := c%2 == 1
-			client := newClient(map[bool]graceful.Picker{false: fresh, true: stale}[staleView])
-			for i := range perClient {
-				method := http.MethodGet
-				if !staleView && i%3 == 0 {
-					method = http.MethodPost
-				}
-				do(client, method, strconv.Itoa(c)+"-"+strconv.Itoa(i), false)
-				if ch, ok := milestones[completed.Add(1)]; ok {
-					close(ch)
-				}
-			}
-		})
-	}
-
-	<-milestones[400]
-	if code, body := post(t, "http://"+a.srv.AdminAddr()+"/drain"); code != http.StatusOK || !strings.Contains(body, `"state":"draining"`) {
-		t.Fatalf("POST /drain = %d %s", code, body)
-	}
-	if code, _, _ := get(t, "http://"+a.addr+"/readyz"); code != http.StatusServiceUnavailable {
-		t.Errorf("a's /readyz while draining = %d, want 503", code)
-	}
-	<-milestones[800]
-	fresh.Set(b.addr) // the registries caught up: well-behaved callers stop choosing a
-	<-milestones[1200]
-	if n := a.srv.Status().InFlight; n < held {
-		t.Errorf("a has %d requests in flight before its stop, want at least %d", n, held)
-	}
-	a.srv.Shutdown() // SIGTERM
-	runErr := a.wait(t)
-	wg.Wait()
-	heldWG.Wait()
-
-	if len(failures) > 0 {
-		t.Errorf("%d failed requests, want 0; first: %v", len(failures), failures[:min(5, len(failures))])
-	}
-	if runErr != nil {
-		t.Errorf("a did not stop cleanly: %v", runErr)
-	}
-	for i, got := range heldBy {
-		if got != "0" {
-			t.Errorf("held request %d answered %q, want a's 200", i, got)
-		}
-	}
-	led.mu.Lock()
-	defer led.mu.Unlock()
-	for id, n := range led.processed {
-		if n != 1 {
-			t.Errorf("request %s processed %d times", id, n)
-		}
-	}
-	if want := clients*perClient + held; len(led.processed) != want {
-		t.Errorf("%d requests processed, want %d", len(led.processed), want)
-	}
-	// Every request a accepted was processed to the end: none was cut by the stop.
-	if st := a.srv.Status(); st.State != "stopped" || st.InFlight != 0 || st.RequestsTotal != uint64(led.byInstance[0]) {
-		t.Errorf("a's final status %+v; its handlers processed %d", st, led.byInstance[0])
-	}
-	if led.byInstance[0] <= held || led.byInstance[1] == 0 {
-		t.Errorf("load not shared: a=%d b=%d", led.byInstance[0], led.byInstance[1])
-	}
-	t.Logf("a processed %d, b %d; retried: %d marked answers, %d failed tries",
-		led.byInstance[0], led.byInstance[1], retries.marked.Load(), retries.errored.Load())
 }

@@ -8,9 +8,8 @@ import (
 // closeValue is shared by every draining response: net/http only reads header values.
 var closeValue = []string{"close"}
 
-// Wrap returns h with in-flight accounting, the drain behaviour, the shutdown answer and the
-// health paths. Run wraps the configured servers' handlers itself; Wrap is for handlers served
-// some other way, whose requests then count for the stop too.
+// Wrap returns h with in-flight accounting, the drain behaviour and the shutdown answer. Run wraps
+// the configured servers' handlers itself; Wrap is for handlers served some other way.
 func (s *Server) Wrap(h http.Handler) http.Handler {
 	if h == nil {
 		h = http.DefaultServeMux
@@ -23,7 +22,6 @@ type middleware struct {
 	next http.Handler
 }
 
-// ServeHTTP is the hot path: a few atomics and a clock read, no lock, no allocation.
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := m.s
 	switch r.URL.Path {
@@ -36,8 +34,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.inFlight.Add(1)
 	// Checked after counting: stop() switches the state and then waits for the count, so a
-	// request is either counted before the switch (and awaited) or sees it (and is turned
-	// away); none slips between the two.
+	// request counted after the switch is turned away here instead of slipping through.
 	st := State(s.state.Load())
 	if st >= Stopping {
 		s.finish()
@@ -48,19 +45,18 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.total.Add(1)
 	s.last.Store(time.Now().UnixNano())
 	if st == Draining {
-		// HTTP/1.1: the connection closes after this response. HTTP/2: net/http sends GOAWAY
-		// instead, and the connection's streams in flight complete.
+		// HTTP/1.1: the connection closes after this response. HTTP/2: net/http turns this
+		// header into a GOAWAY, and streams in flight complete.
 		w.Header()["Connection"] = closeValue
 	}
 	m.next.ServeHTTP(w, r)
 }
 
-// finish uncounts a request and, once stopping, wakes the stop when it was the last one.
 func (s *Server) finish() {
 	if s.inFlight.Add(-1) == 0 && State(s.state.Load()) >= Stopping {
 		select {
 		case s.idle <- struct{}{}:
-		default: // a wake-up is already pending; awaitIdle rechecks the count anyway
+		default:
 		}
 	}
 }

@@ -42,14 +42,11 @@ func (s State) String() string {
 // down: any method may be retried on another endpoint.
 const MarkerHeader = "Lastcall-Shutdown"
 
-// Status is what GET /status and POST /drain on the admin endpoint answer; lastcall-prestop reads
-// it for traffic quiescence. State is one of running, draining, stopping, stopped: the endpoint
-// serves only once the server runs.
+// Status is what GET /status on the admin endpoint answers.
 type Status struct {
 	State         string `json:"state"`
 	InFlight      int64  `json:"inFlight"`
 	RequestsTotal uint64 `json:"requestsTotal"`
-	// LastRequest is when the last accepted request started (RFC 3339 with nanoseconds, UTC),
-	// empty before the first. Health probes are not requests.
+	// LastRequest is the start of the last accepted request (RFC 3339), empty before the first.
 	LastRequest string `json:"lastRequest"`
 }
