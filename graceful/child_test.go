@@ -4,14 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,8 +20,7 @@ import (
 	"github.com/lastcall-dev/lastcall/graceful"
 )
 
-// childEnv selects the child mode of this test binary: "polite" handlers honour cancellation,
-// "stubborn" ones ignore it.
+// childEnv selects the child mode of this test binary (see child).
 const childEnv = "GRACEFUL_TEST_CHILD"
 
 func TestMain(m *testing.M) {
@@ -30,11 +30,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// child serves requests that take 300 ms (polite) or forever (stubborn) and stops on SIGTERM.
+// child is an app under real signals. "polite" handlers take 300 ms and honour cancellation;
+// "stubborn" ones ignore it and never end. It tells the test what happens on stdout: READY with
+// its addresses, STARTED per request, STATE on each state change. Exit codes: 0 clean, 3 forced.
 func child(mode string) int {
+	var mu sync.Mutex
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		say("STARTED")
 		if mode == "stubborn" {
-			time.Sleep(time.Hour) // ignores r.Context() on purpose
+			select {} // ignores r.Context() on purpose
 		}
 		select {
 		case <-time.After(300 * time.Millisecond):
@@ -43,20 +52,33 @@ func child(mode string) int {
 			http.Error(w, "rolled back", http.StatusServiceUnavailable)
 		}
 	})
-	s, err := graceful.New(graceful.Config{
-		Servers:     []*http.Server{{Addr: "127.0.0.1:0", Handler: h}},
-		AdminAddr:   "127.0.0.1:0",
-		StopTimeout: 2 * time.Second, RollbackGrace: 300 * time.Millisecond,
-	})
+	cfg := graceful.Config{
+		Servers:   []*http.Server{{Addr: "127.0.0.1:0", Handler: h}},
+		AdminAddr: "127.0.0.1:0",
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	}
+	switch mode {
+	case "polite":
+		cfg.StopTimeout, cfg.RollbackGrace, cfg.SignalDrain = 2*time.Second, 300*time.Millisecond, time.Second
+	case "stubborn":
+		// In-flight deadline: 2.5s − 300ms rollback − 200ms component = 2s after SIGTERM.
+		cfg.GracePeriod, cfg.RollbackGrace = 2500*time.Millisecond, 300*time.Millisecond
+	}
+	s, err := graceful.New(cfg)
+	if err == nil {
+		err = s.Add(graceful.Component{Name: "db", Stop: func(context.Context) error { return nil }, Budget: 200 * time.Millisecond})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	go func() {
-		for s.AdminAddr() == "" || s.State() != graceful.Running {
-			time.Sleep(time.Millisecond)
+		<-s.Reached(graceful.Running)
+		say("READY %s %s", s.Addrs()[0], s.AdminAddr())
+		for _, st := range []graceful.State{graceful.Draining, graceful.Stopping} {
+			<-s.Reached(st)
+			say("STATE %s", st)
 		}
-		fmt.Printf("READY %s %s\n", s.Addrs()[0], s.AdminAddr())
 	}()
 	if err := s.Run(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -71,14 +93,16 @@ func child(mode string) int {
 type childProc struct {
 	cmd        *exec.Cmd
 	app, admin string
+	lines      chan string
+	logs       *logBuffer
 }
 
 func startChild(t *testing.T, mode string) *childProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs // the child's step logs, shown when the test fails
+	c := &childProc{cmd: cmd, lines: make(chan string, 100), logs: &logBuffer{}}
+	cmd.Stderr = c.logs // the child's step logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -86,122 +110,181 @@ func startChild(t *testing.T, mode string) *childProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		defer close(c.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("child logs:\n%s", logs.String())
+			t.Logf("child logs:\n%s", c.logs.String())
 		}
 	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	f := strings.Fields(line)
-	if err != nil || len(f) != 3 || f[0] != "READY" {
-		t.Fatalf("child said %q (%v)", line, err)
-	}
-	return &childProc{cmd: cmd, app: f[1], admin: f[2]}
+	f := strings.Fields(c.await(t, "READY"))
+	c.app, c.admin = f[1], f[2]
+	return c
 }
 
-func (c *childProc) status(t *testing.T) graceful.Status {
+// await reads the child's lines until one starts with prefix, and returns it.
+func (c *childProc) await(t *testing.T, prefix string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + c.admin + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st graceful.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-// load sends n concurrent requests and waits until the child counts them all in flight.
-func (c *childProc) load(t *testing.T, n int) (results chan string) {
-	t.Helper()
-	results = make(chan string, n)
-	for range n {
-		go func() {
-			resp, err := http.Get("http://" + c.app + "/work")
-			if err != nil {
-				results <- err.Error()
-				return
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case line, ok := <-c.lines:
+			if !ok {
+				t.Fatalf("child exited before saying %s", prefix)
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			results <- fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
-		}()
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.status(t).InFlight < int64(n) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d requests in flight", c.status(t).InFlight, n)
+			if strings.HasPrefix(line, prefix) {
+				return line
+			}
+		case <-timeout:
+			t.Fatalf("child did not say %s", prefix)
 		}
-		time.Sleep(5 * time.Millisecond) // the counter has no change feed to wait on
+	}
+}
+
+// load sends n concurrent requests and returns once the child's handlers have all started.
+func (c *childProc) load(t *testing.T, n int) <-chan string {
+	t.Helper()
+	results := make(chan string, n)
+	for range n {
+		go func() { results <- fetch("http://" + c.app + "/work") }()
+	}
+	for range n {
+		c.await(t, "STARTED")
 	}
 	return results
 }
 
-func (c *childProc) drain(t *testing.T) {
-	t.Helper()
-	resp, err := http.Post("http://"+c.admin+"/drain", "", nil)
+// fetch is "CODE BODY" or the error.
+func fetch(url string) string {
+	resp, err := http.Get(url)
 	if err != nil {
-		t.Fatal(err)
+		return err.Error()
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if st := c.status(t).State; st != "draining" {
-		t.Fatalf("state after POST /drain = %s", st)
+	closing := ""
+	if resp.Close {
+		closing = " (close)"
 	}
+	return fmt.Sprintf("%d %s%s", resp.StatusCode, strings.TrimSpace(string(b)), closing)
 }
 
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
+func (c *childProc) sigterm(t *testing.T) time.Time {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
 	}
-	if err != nil {
-		return -1
+	return time.Now()
+}
+
+func (c *childProc) exit(t *testing.T) int {
+	t.Helper()
+	err := c.cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
 	}
 	return 0
 }
 
-func TestSIGTERMMidLoadFinishesInFlightAndExits0(t *testing.T) {
+// lastcall-prestop drained the app; SIGTERM then stops it at once, and it exits 0 after its
+// in-flight requests completed.
+func TestSIGTERMAfterPreStopFinishesInFlightAndExits0(t *testing.T) {
+	t.Parallel()
 	c := startChild(t, "polite")
-	c.drain(t)
-	results := c.load(t, 20)
-	start := time.Now()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if code, body := post(t, "http://"+c.admin+"/drain"); code != http.StatusOK || !strings.Contains(body, `"state":"draining"`) {
+		t.Fatalf("POST /drain = %d %s", code, body)
 	}
+	results := c.load(t, 20)
+	start := c.sigterm(t)
 	for range 20 {
-		if r := <-results; r != "200 done" {
-			t.Errorf("in-flight request ended with %q, want 200 done", r)
+		if r := <-results; r != "200 done (close)" {
+			t.Errorf("in-flight request ended with %q, want 200 done, closing its connection", r)
 		}
 	}
-	code := exitCode(c.cmd.Wait())
+	code := c.exit(t)
 	elapsed := time.Since(start)
 	if code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-	if elapsed > 2*time.Second+500*time.Millisecond {
-		t.Errorf("exited %s after SIGTERM; budget 2s", elapsed)
+	// Already drained: no signal drain; 300ms of work, then the connections close.
+	if elapsed > 2*time.Second {
+		t.Errorf("exited %s after SIGTERM; StopTimeout is 2s", elapsed)
+	}
+	assertSteps(t, c.logs.String(), `msg="stop requested" .*reason="signal terminated"`, `in-flight requests done`, `component stopped" .*name=db`, `msg=stopped .*forced=false`)
+}
+
+// No preStop hook ran: the first SIGTERM drains (readiness fails, requests are still served and
+// told to reconnect) for SignalDrain, then the app stops and exits 0.
+func TestSIGTERMWithoutPreStopDrainsFirst(t *testing.T) {
+	t.Parallel()
+	c := startChild(t, "polite")
+	results := c.load(t, 5)
+	start := c.sigterm(t)
+	c.await(t, "STATE draining")
+	if code, _, _ := get(t, "http://"+c.app+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz after SIGTERM = %d, want 503", code)
+	}
+	if code, _, _ := get(t, "http://"+c.app+"/livez"); code != http.StatusOK {
+		t.Errorf("/livez after SIGTERM = %d, want 200", code)
+	}
+	if r := fetch("http://" + c.app + "/work"); r != "200 done (close)" {
+		t.Errorf("request during the signal drain = %q, want served, closing its connection", r)
+	}
+	for range 5 {
+		if r := <-results; r != "200 done" {
+			t.Errorf("in-flight request ended with %q, want 200 done", r)
+		}
+	}
+	c.await(t, "STATE stopping")
+	stopping := time.Since(start)
+	if code := c.exit(t); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if stopping < time.Second {
+		t.Errorf("stopping %s after SIGTERM, want after the 1s SignalDrain", stopping)
+	}
+	if elapsed := time.Since(start); elapsed > 3*time.Second {
+		t.Errorf("exited %s after SIGTERM; SignalDrain 1s + StopTimeout 2s", elapsed)
 	}
 }
 
+// A handler that ignores cancellation is cut at the deadline derived from GracePeriod, and the
+// app still exits within it, reporting the forced stop.
 func TestHandlerIgnoringCancellationIsForcedAtTheDeadline(t *testing.T) {
+	t.Parallel()
 	c := startChild(t, "stubborn")
-	c.drain(t)
-	_ = c.load(t, 5)
-	start := time.Now()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if code, _ := post(t, "http://"+c.admin+"/drain"); code != http.StatusOK {
+		t.Fatalf("POST /drain = %d", code)
 	}
-	code := exitCode(c.cmd.Wait())
+	results := c.load(t, 5)
+	start := c.sigterm(t)
+	code := c.exit(t)
 	elapsed := time.Since(start)
 	if code != 3 {
 		t.Errorf("exit code %d, want 3 (ErrForced)", code)
 	}
-	// StopTimeout 2s, then RollbackGrace 300ms, then forced.
-	if elapsed < 2300*time.Millisecond || elapsed > 3300*time.Millisecond {
-		t.Errorf("exited %s after SIGTERM; want the 2.3s deadline", elapsed)
+	// 2s in-flight deadline, then 300ms for handlers to roll back, then forced.
+	if elapsed < 2300*time.Millisecond || elapsed > 2500*time.Millisecond+500*time.Millisecond {
+		t.Errorf("exited %s after SIGTERM; want 2.3s, within the 2.5s grace period", elapsed)
+	}
+	for range 5 {
+		if r := <-results; strings.HasPrefix(r, "200") {
+			t.Errorf("a request whose handler never returned got %q", r)
+		}
+	}
+	assertSteps(t, c.logs.String(), `stop deadline passed: cancelling`, `handlers ignored cancellation`, `component stopped" .*name=db`, `msg=stopped .*forced=true`)
+	if !bytes.Contains([]byte(c.logs.String()), []byte("requests still running after their context was cancelled")) {
+		t.Error("Run's error does not say what was forced")
 	}
 }

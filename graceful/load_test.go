@@ -1,13 +1,9 @@
 package graceful_test
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,165 +14,243 @@ import (
 	"github.com/lastcall-dev/lastcall/graceful"
 )
 
-// instance is one app replica on loopback.
-type instance struct {
-	name string
-	srv  *graceful.Server
-	addr string
-	done chan error
-}
-
-func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-func protocols(h2 bool) *http.Protocols {
-	p := new(http.Protocols)
-	if h2 {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
-	return p
-}
-
-func startInstance(t *testing.T, name string, h2 bool, h http.Handler, cfg graceful.Config) *instance {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := protocols(h2)
-	p.SetHTTP1(true) // the server speaks both; the client picks
-	httpSrv := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 5 * time.Second}
-	cfg.Servers, cfg.Listeners = []*http.Server{httpSrv}, []net.Listener{ln}
-	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "127.0.0.1:0"
-	}
-	cfg.Signals = []os.Signal{} // the test process's own signals are not the instance's
-	cfg.Logger = quietLogger()
-	s, err := graceful.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := &instance{name: name, srv: s, addr: ln.Addr().String(), done: make(chan error, 1)}
-	go func() { in.done <- s.Run(context.Background()) }()
-	t.Cleanup(func() {
-		s.Shutdown()
-		if err := <-in.done; err != nil {
-			t.Errorf("instance %s: %v", name, err)
-		}
-	})
-	awaitState(t, s, graceful.Running)
-	return in
-}
-
-func awaitState(t *testing.T, s *graceful.Server, want graceful.State) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.State() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("state %s, want %s", s.State(), want)
-		}
-		time.Sleep(time.Millisecond) // Run starts asynchronously; there is no event to wait on
-	}
-}
-
 // TestZeroFailedRequestsThroughDrainAndStop: two instances behind RetryTransport, 50 keep-alive
-// clients; one instance drains (as lastcall-prestop would make it), callers then stop picking it
-// (registry propagation), then it stops (SIGTERM). No request may fail, and none may be
-// processed twice.
+// clients, each with its own connection pool, sending GETs and POSTs. Instance a drains (as
+// lastcall-prestop makes it); half of the callers move off a (its drain hint, then the registry
+// change); then a stops (SIGTERM) while ten requests are still in flight on it. The other half
+// ignores the hint and keeps choosing a during its stop, getting the marked answer, POSTs
+// included, until it learns too; then a's in-flight requests end and it closes. No request may fail, every in-flight one must
+// complete, and none may be processed twice.
 func TestZeroFailedRequestsThroughDrainAndStop(t *testing.T) {
-	for _, h2 := range []bool{false, true} {
-		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
-			var processed sync.Map // request id → *atomic.Int32
-			var byInstance [2]atomic.Int64
-			handler := func(i int) http.Handler {
-				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					id := r.Header.Get("X-Request-Id")
-					_, _ = io.Copy(io.Discard, r.Body)
-					time.Sleep(time.Duration(2+len(id)%8) * time.Millisecond) // in flight for a while
-					n, _ := processed.LoadOrStore(id, new(atomic.Int32))
-					n.(*atomic.Int32).Add(1)
-					byInstance[i].Add(1)
-					fmt.Fprintf(w, "%d", i)
-				})
-			}
-			a := startInstance(t, "a", h2, handler(0), graceful.Config{StopTimeout: 5 * time.Second})
-			b := startInstance(t, "b", h2, handler(1), graceful.Config{StopTimeout: 5 * time.Second})
-			picker := graceful.NewStatic(a.addr, b.addr)
+	for _, tc := range []struct {
+		name string
+		h2   bool
+	}{{"HTTP/1.1", false}, {"HTTP/2", true}} {
+		t.Run(tc.name, func(t *testing.T) { loadThroughDrainAndStop(t, tc.h2) })
+	}
+}
 
-			const clients, perClient = 50, 60
-			var completed atomic.Int64
-			var failures []string
-			var mu sync.Mutex
-			milestones := map[int64]chan struct{}{500: make(chan struct{}), 1000: make(chan struct{}), 1500: make(chan struct{})}
-			var wg sync.WaitGroup
-			for c := range clients {
-				wg.Go(func() {
-					tr := &http.Transport{Protocols: protocols(h2), MaxIdleConnsPerHost: 4}
-					defer tr.CloseIdleConnections()
-					client := &http.Client{Transport: &graceful.RetryTransport{Base: tr, Picker: picker, MaxTries: 4}}
-					for i := range perClient {
-						id := strconv.Itoa(c) + "-" + strconv.Itoa(i)
-						method, body := http.MethodGet, io.Reader(nil)
-						if i%3 == 0 {
-							method, body = http.MethodPost, strings.NewReader("order "+id)
-						}
-						req, _ := http.NewRequest(method, "http://app/work", body)
-						req.Header.Set("X-Request-Id", id)
-						resp, err := client.Do(req)
-						if err == nil {
-							_, _ = io.Copy(io.Discard, resp.Body)
-							_ = resp.Body.Close()
-							if resp.StatusCode != http.StatusOK {
-								err = fmt.Errorf("HTTP %d", resp.StatusCode)
-							}
-						}
-						if err != nil {
-							mu.Lock()
-							failures = append(failures, id+": "+err.Error())
-							mu.Unlock()
-						}
-						if ch, ok := milestones[completed.Add(1)]; ok {
-							close(ch)
-						}
-					}
-				})
-			}
-			<-milestones[500]
-			drainResp, err := http.Post("http://"+a.srv.AdminAddr()+"/drain", "", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			drainResp.Body.Close()
-			<-milestones[1000]
-			picker.Set(b.addr) // the registries have caught up: callers stop choosing a
-			<-milestones[1500]
-			a.srv.Shutdown()
-			runErr := <-a.done
-			a.done <- runErr // for the cleanup
-			wg.Wait()
+// ledger counts, per request id, how many times a handler processed it.
+type ledger struct {
+	mu         sync.Mutex
+	processed  map[string]int
+	byInstance [2]int
+}
 
-			if len(failures) > 0 {
-				t.Errorf("%d failed requests, want 0; first: %v", len(failures), failures[:min(5, len(failures))])
+func (l *ledger) record(id string, instance int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.processed[id]++
+	l.byInstance[instance]++
+}
+
+// tryCounts counts, under the RetryTransports, the tries they had to retry; enough is closed
+// once markedEnough marked answers came.
+type tryCounts struct {
+	marked, errored atomic.Int64
+	markedEnough    int64
+	enough          chan struct{}
+}
+
+// countingTransport is a RetryTransport's base that counts marked answers and failed tries.
+type countingTransport struct {
+	base   http.RoundTripper
+	counts *tryCounts
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.base.RoundTrip(r)
+	if err != nil {
+		c.counts.errored.Add(1)
+	} else if resp.Header.Get(graceful.MarkerHeader) != "" && c.counts.marked.Add(1) == c.counts.markedEnough {
+		close(c.counts.enough)
+	}
+	return resp, err
+}
+
+func loadThroughDrainAndStop(t *testing.T, h2 bool) {
+	const (
+		clients   = 50
+		maxPerRun = 400 // bound on each client's loop
+		held      = 10  // requests in flight on a when it stops
+	)
+	led := &ledger{processed: map[string]int{}}
+	heldIn := make(chan struct{}, held)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseHeld := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseHeld) // if the test fails early
+	handler := func(instance int) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := r.Header.Get("X-Request-Id")
+			body, _ := io.ReadAll(r.Body)
+			if r.Method == http.MethodPost && string(body) != "order "+id {
+				http.Error(w, "body lost on a retry: "+string(body), http.StatusBadRequest)
+				return
 			}
-			if runErr != nil {
-				t.Errorf("instance a did not stop cleanly (in-flight requests cut): %v", runErr)
+			if r.Header.Get("X-Hold") != "" {
+				heldIn <- struct{}{}
+				<-release
+			} else {
+				time.Sleep(time.Duration(1+len(id)%4) * time.Millisecond) // the work
 			}
-			total := 0
-			processed.Range(func(k, v any) bool {
-				total++
-				if n := v.(*atomic.Int32).Load(); n != 1 {
-					t.Errorf("request %s processed %d times", k, n)
-				}
-				return true
-			})
-			if total != clients*perClient {
-				t.Errorf("%d requests processed, want %d", total, clients*perClient)
-			}
-			if byInstance[0].Load() == 0 || byInstance[1].Load() == 0 {
-				t.Errorf("load not shared: a=%d b=%d", byInstance[0].Load(), byInstance[1].Load())
-			}
-			t.Logf("a served %d, b served %d", byInstance[0].Load(), byInstance[1].Load())
+			led.record(id, instance)
+			fmt.Fprint(w, instance)
 		})
 	}
+	a := startInstance(t, handler(0), graceful.Config{StopTimeout: 10 * time.Second})
+	b := startInstance(t, handler(1), graceful.Config{StopTimeout: 10 * time.Second})
+
+	fresh := graceful.NewStatic(a.addr, b.addr) // callers following the registry
+	stale := graceful.NewStatic(a.addr, b.addr) // callers that learn late
+	retries := &tryCounts{markedEnough: 20, enough: make(chan struct{})}
+	newClient := func(p graceful.Picker, avoidFor time.Duration) *http.Client {
+		tr := &http.Transport{Protocols: protocols(h2), MaxIdleConnsPerHost: 4}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: &graceful.RetryTransport{
+			Base: countingTransport{base: tr, counts: retries}, Picker: p, MaxTries: 4, Timeout: 15 * time.Second, AvoidFor: avoidFor}}
+	}
+	var mu sync.Mutex
+	var failures []string
+	do := func(client *http.Client, method, id string, hold bool) string {
+		var body io.Reader
+		if method == http.MethodPost {
+			body = strings.NewReader("order " + id)
+		}
+		req, _ := http.NewRequest(method, "http://app/work", body)
+		req.Header.Set("X-Request-Id", id)
+		if hold {
+			req.Header.Set("X-Hold", "1")
+		}
+		resp, err := client.Do(req)
+		var got string
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			got = string(b)
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+			}
+		}
+		if err != nil {
+			mu.Lock()
+			failures = append(failures, id+": "+err.Error())
+			mu.Unlock()
+		}
+		return got
+	}
+
+	// Requests held in flight on a from before the drain until after its stop began.
+	onlyA := newClient(graceful.NewStatic(a.addr), 0)
+	heldBy := make([]string, held)
+	var heldWG sync.WaitGroup
+	for i := range held {
+		method := []string{http.MethodGet, http.MethodPost}[i%2]
+		heldWG.Go(func() { heldBy[i] = do(onlyA, method, "held-"+strconv.Itoa(i), true) })
+	}
+	for range held {
+		<-heldIn
+	}
+
+	var sent, completed atomic.Int64
+	milestones := map[int64]chan struct{}{300: make(chan struct{}), 600: make(chan struct{}), 900: make(chan struct{})}
+	stopLoad := make(chan struct{})
+	// learned is set once the late callers' picker dropped a; caughtUp then counts the clients
+	// that started a request since, so none is still on its way to a with an older choice.
+	var learned atomic.Bool
+	var caughtUp sync.WaitGroup
+	caughtUp.Add(clients)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			// Late callers also ignore the drain hint (AvoidFor < 0), like a caller that is
+			// not a RetryTransport would: they keep coming until a's stop turns them away.
+			late := c%2 == 1
+			client := newClient(map[bool]graceful.Picker{false: fresh, true: stale}[late], map[bool]time.Duration{false: 0, true: -1}[late])
+			var once sync.Once
+			defer once.Do(caughtUp.Done)
+			for i := range maxPerRun {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				if learned.Load() {
+					once.Do(caughtUp.Done)
+				}
+				method := http.MethodGet
+				if i%3 == 0 {
+					method = http.MethodPost
+				}
+				sent.Add(1)
+				do(client, method, strconv.Itoa(c)+"-"+strconv.Itoa(i), false)
+				if ch, ok := milestones[completed.Add(1)]; ok {
+					close(ch)
+				}
+			}
+		})
+	}
+	awaitCh := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("timed out waiting for %s; failures so far: %d", what, len(failures))
+		}
+	}
+
+	awaitCh(milestones[300], "300 requests")
+	if code, body := post(t, "http://"+a.srv.AdminAddr()+"/drain"); code != http.StatusOK || !strings.Contains(body, `"state":"draining"`) {
+		t.Fatalf("POST /drain = %d %s", code, body)
+	}
+	if code, _, _ := get(t, "http://"+a.addr+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("a's /readyz while draining = %d, want 503", code)
+	}
+	awaitCh(milestones[600], "600 requests")
+	fresh.Set(b.addr) // the registries caught up for half of the callers
+	awaitCh(milestones[900], "900 requests")
+	if n := a.srv.Status().InFlight; n < held {
+		t.Errorf("a has %d requests in flight before its stop, want at least %d", n, held)
+	}
+	a.srv.Shutdown() // SIGTERM
+	awaitCh(retries.enough, "marked answers from the stopping a")
+	stale.Set(b.addr) // the late callers learn too; a's in-flight requests then end
+	learned.Store(true)
+	caughtUp.Wait()
+	releaseHeld()
+	runErr := a.wait(t)
+	close(stopLoad)
+	wg.Wait()
+	heldWG.Wait()
+
+	if len(failures) > 0 {
+		t.Errorf("%d failed requests, want 0; first: %v", len(failures), failures[:min(5, len(failures))])
+	}
+	if runErr != nil {
+		t.Errorf("a did not stop cleanly: %v", runErr)
+	}
+	for i, got := range heldBy {
+		if got != "0" {
+			t.Errorf("held request %d answered %q, want a's 200", i, got)
+		}
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	for id, n := range led.processed {
+		if n != 1 {
+			t.Errorf("request %s processed %d times", id, n)
+		}
+	}
+	if want := int(sent.Load()) + held; len(led.processed) != want {
+		t.Errorf("%d requests processed, want the %d sent", len(led.processed), want)
+	}
+	// Every request a accepted was processed to the end: none was cut by the stop.
+	if st := a.srv.Status(); st.State != "stopped" || st.InFlight != 0 || st.RequestsTotal != uint64(led.byInstance[0]) {
+		t.Errorf("a's final status %+v; its handlers processed %d", st, led.byInstance[0])
+	}
+	if led.byInstance[0] <= held || led.byInstance[1] == 0 {
+		t.Errorf("load not shared: a=%d b=%d", led.byInstance[0], led.byInstance[1])
+	}
+	t.Logf("%d requests: a processed %d, b %d; retried %d marked answers and %d failed tries",
+		sent.Load()+held, led.byInstance[0], led.byInstance[1], retries.marked.Load(), retries.errored.Load())
 }

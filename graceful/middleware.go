@@ -5,11 +5,15 @@ import (
 	"time"
 )
 
-// closeValue is shared by every draining response: net/http only reads header values.
-var closeValue = []string{"close"}
+// Header values shared by every draining response: net/http only reads them.
+var (
+	closeValue = []string{"close"}
+	oneValue   = []string{"1"}
+)
 
-// Wrap returns h with in-flight accounting, the drain behaviour and the shutdown answer. Run wraps
-// the configured servers' handlers itself; Wrap is for handlers served some other way.
+// Wrap returns h with in-flight accounting, the drain behaviour, the shutdown answer and the
+// health paths. Run wraps the configured servers' handlers itself; Wrap is for handlers served
+// some other way, whose requests then count for the stop too.
 func (s *Server) Wrap(h http.Handler) http.Handler {
 	if h == nil {
 		h = http.DefaultServeMux
@@ -22,6 +26,7 @@ type middleware struct {
 	next http.Handler
 }
 
+// ServeHTTP is the hot path: a few atomics and a clock read, no lock, no allocation.
 func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := m.s
 	switch r.URL.Path {
@@ -34,7 +39,8 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.inFlight.Add(1)
 	// Checked after counting: stop() switches the state and then waits for the count, so a
-	// request counted after the switch is turned away here instead of slipping through.
+	// request is either counted before the switch (and awaited) or sees it (and is turned
+	// away); none slips between the two.
 	st := State(s.state.Load())
 	if st >= Stopping {
 		s.finish()
@@ -43,23 +49,32 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.finish()
 	s.total.Add(1)
-	s.last.Store(time.Now().UnixNano())
+	s.last.Store(int64(time.Since(s.start)) + 1)
 	if st == Draining {
-		// HTTP/1.1: the connection closes after this response. HTTP/2: net/http turns this
-		// header into a GOAWAY, and streams in flight complete.
-		w.Header()["Connection"] = closeValue
+		// HTTP/1.1: the connection closes after this response. HTTP/2: net/http sends GOAWAY
+		// instead, and the connection's streams in flight complete.
+		h := w.Header()
+		h["Connection"] = closeValue
+		h[DrainingHeader] = oneValue
 	}
 	m.next.ServeHTTP(w, r)
 }
 
+// finish uncounts a request and, once stopping, wakes the stop when it was the last one.
 func (s *Server) finish() {
 	if s.inFlight.Add(-1) == 0 && State(s.state.Load()) >= Stopping {
 		select {
 		case s.idle <- struct{}{}:
-		default:
+		default: // a wake-up is already pending; awaitIdle rechecks the count anyway
 		}
 	}
 }
+
+// NotProcessed answers like the server does for a request that came too late: 503, Retry-After
+// and MarkerHeader, so RetryTransport sends it elsewhere whatever its method. It is for a handler
+// whose context was cancelled at the stop deadline and that rolled back everything it did; a
+// handler that left any effect behind must answer something else.
+func (s *Server) NotProcessed(w http.ResponseWriter) { s.reject(w) }
 
 // reject answers a request the server will not process: callers may retry it elsewhere, whatever
 // its method.

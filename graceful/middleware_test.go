@@ -1,29 +1,71 @@
 package graceful
 
 import (
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 )
 
-func TestRejectionWhileStopping(t *testing.T) {
-	s, err := New(Config{Servers: []*http.Server{{}}, AdminAddr: "-"})
+func newTestServer(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := New(Config{Servers: []*http.Server{{}}, AdminAddr: "-", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func TestMiddlewareByState(t *testing.T) {
+	tests := []struct {
+		state     State
+		path      string
+		wantCode  int
+		wantRan   bool
+		wantClose bool
+		wantTotal uint64
+	}{
+		{Running, "/orders", 200, true, false, 1},
+		{Draining, "/orders", 200, true, true, 1},
+		{Stopping, "/orders", 503, false, true, 0},
+		{Running, "/readyz", 200, false, false, 0},
+		{Draining, "/readyz", 503, false, false, 0},
+		{Stopping, "/readyz", 503, false, false, 0},
+		{Draining, "/livez", 200, false, false, 0},
+		{Stopped, "/livez", 503, false, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.state.String()+tt.path, func(t *testing.T) {
+			s := newTestServer(t)
+			s.setState(tt.state)
+			ran := false
+			h := s.Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, tt.path, nil))
+			if hinted := rec.Header().Get(DrainingHeader) == "1"; hinted != (tt.state == Draining && tt.wantRan) {
+				t.Errorf("%s present = %v, want it on the draining server's answers", DrainingHeader, hinted)
+			}
+			if rec.Code != tt.wantCode || ran != tt.wantRan || (rec.Header().Get("Connection") == "close") != tt.wantClose {
+				t.Errorf("got %d ran=%v Connection=%q; want %d ran=%v close=%v", rec.Code, ran, rec.Header().Get("Connection"), tt.wantCode, tt.wantRan, tt.wantClose)
+			}
+			if s.inFlight.Load() != 0 || s.total.Load() != tt.wantTotal {
+				t.Errorf("inFlight %d, total %d; want 0, %d", s.inFlight.Load(), s.total.Load(), tt.wantTotal)
+			}
+			marked := rec.Header().Get(MarkerHeader) == "1" && rec.Header().Get("Retry-After") == "1"
+			if marked != (tt.state >= Stopping && !tt.wantRan && tt.path == "/orders") {
+				t.Errorf("marker and Retry-After present = %v, headers %v", marked, rec.Header())
+			}
+		})
+	}
+}
+
+func TestRetryAfterRoundsUp(t *testing.T) {
+	s, err := New(Config{Servers: []*http.Server{{}}, AdminAddr: "-", RetryAfter: 1500e6})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ran := false
-	h := s.Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { ran = true }))
-	s.state.Store(int32(Stopping))
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/orders", nil))
-	if ran {
-		t.Error("handler ran while stopping")
-	}
-	if rec.Code != 503 || rec.Header().Get(MarkerHeader) == "" || rec.Header().Get("Retry-After") != "1" {
-		t.Errorf("answer %d, headers %v; want 503 with %s and Retry-After", rec.Code, rec.Header(), MarkerHeader)
-	}
-	if s.inFlight.Load() != 0 || s.total.Load() != 0 {
-		t.Errorf("a rejected request was counted: inFlight %d, total %d", s.inFlight.Load(), s.total.Load())
+	if s.retryAfter != "2" {
+		t.Errorf("Retry-After %q for 1.5s, want 2", s.retryAfter)
 	}
 }
 
@@ -45,24 +87,33 @@ func benchHandler(b *testing.B, h http.Handler) {
 	}
 }
 
-// BenchmarkBare and BenchmarkMiddleware compare a handler with and without the middleware;
-// the difference is the hot-path overhead (docs/benchmarks.md).
+// BenchmarkBare and BenchmarkMiddleware compare the same handler without and with the
+// middleware; the difference is the hot-path overhead (docs/benchmarks-graceful.md).
 func BenchmarkBare(b *testing.B) { benchHandler(b, okHandler) }
 
 func BenchmarkMiddleware(b *testing.B) {
-	s, err := New(Config{Servers: []*http.Server{{}}, AdminAddr: "-"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.state.Store(int32(Running))
+	s := newTestServer(b)
+	s.setState(Running)
 	benchHandler(b, s.Wrap(okHandler))
 }
 
 func BenchmarkMiddlewareDraining(b *testing.B) {
-	s, err := New(Config{Servers: []*http.Server{{}}, AdminAddr: "-"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.state.Store(int32(Draining))
+	s := newTestServer(b)
+	s.setState(Draining)
 	benchHandler(b, s.Wrap(okHandler))
+}
+
+// BenchmarkMiddlewareParallel shows the cost of the shared counters when every core serves.
+func BenchmarkMiddlewareParallel(b *testing.B) {
+	s := newTestServer(b)
+	s.setState(Running)
+	h := s.Wrap(okHandler)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &nopWriter{h: http.Header{}}
+		r := httptest.NewRequest(http.MethodGet, "/work", nil)
+		for pb.Next() {
+			h.ServeHTTP(w, r)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"slices"
@@ -14,109 +15,82 @@ import (
 	"time"
 )
 
-// ErrNoEndpoint is returned by a Picker that has no endpoint to offer.
-var ErrNoEndpoint = errors.New("graceful: no endpoint available")
+// Defaults of RetryTransport.
+const (
+	DefaultMaxTries     = 3
+	DefaultRetryTimeout = 10 * time.Second
+	DefaultAvoidFor     = 30 * time.Second
+)
 
-// Picker chooses the endpoint (host:port) for one try, avoiding those already tried when it can.
-type Picker interface {
-	Pick(tried []string) (string, error)
-}
-
-// Static is a Picker over a fixed list, round robin; Set replaces the list (say, from a registry).
-type Static struct {
-	mu    sync.RWMutex
-	hosts []string
-	next  atomic.Uint64
-}
-
-// NewStatic returns a Picker over hosts.
-func NewStatic(hosts ...string) *Static {
-	s := &Static{}
-	s.Set(hosts...)
-	return s
-}
-
-// Set replaces the endpoints.
-func (s *Static) Set(hosts ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hosts = slices.Clone(hosts)
-}
-
-// Pick implements Picker.
-func (s *Static) Pick(tried []string) (string, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return RoundRobin(s.hosts, tried, &s.next)
-}
-
-// RoundRobin picks from hosts in turn (next is the shared turn counter), skipping tried ones
-// while any other is left; for Picker implementations.
-func RoundRobin(hosts, tried []string, next *atomic.Uint64) (string, error) {
-	if len(hosts) == 0 {
-		return "", ErrNoEndpoint
-	}
-	start := next.Add(1)
-	for i := range uint64(len(hosts)) {
-		h := hosts[(start+i)%uint64(len(hosts))]
-		if !slices.Contains(tried, h) {
-			return h, nil
-		}
-	}
-	return hosts[start%uint64(len(hosts))], nil
-}
-
-// RetryTransport retries a request on another endpoint when the answer carries MarkerHeader (the
-// server did not process it, so any method is safe), and when an idempotent request failed to
-// connect before any byte of it was written. Tries and total time are bounded.
+// RetryTransport is an http.RoundTripper that sends each request to an endpoint chosen by Picker
+// (the request URL's host is replaced) and tries another one:
+//   - when the answer carries MarkerHeader: the server did not process the request, so any
+//     method is safe to retry;
+//   - when an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) failed before its
+//     headers were completely written, so the server cannot have started it (a refused
+//     connection, a failed handshake).
+//
+// Anything else, including a POST whose connection broke after it was sent, is returned as is:
+// only the caller knows whether it may be repeated. Tries are bounded by MaxTries and the whole
+// request, tries and response body included, by Timeout. When every try was turned away, the last
+// marked 503 answer is returned.
+//
+// An endpoint that answers with DrainingHeader or MarkerHeader, or refuses a connection, is left
+// out of the picks of later requests for AvoidFor, as long as another endpoint is left: callers
+// move off an instance during its drain even when their Picker is a static list.
+//
+// A body without GetBody is read into memory once so that it can be sent again. Use a
+// RetryTransport by pointer and share it: it holds what it learned about the endpoints.
 type RetryTransport struct {
 	Base   http.RoundTripper // http.DefaultTransport when nil
 	Picker Picker
-	// MaxTries bounds the tries per request; 3 when zero.
+	// MaxTries bounds the tries per request; DefaultMaxTries when zero.
 	MaxTries int
-	// Timeout bounds the whole request, tries included; 10s when zero.
+	// Timeout bounds the whole request; DefaultRetryTimeout when zero.
 	Timeout time.Duration
+	// AvoidFor is how long an endpoint that said it is going away stays out of the picks;
+	// DefaultAvoidFor when zero, never when negative. Keep it longer than a drain and a stop.
+	AvoidFor time.Duration
+
+	mu    sync.Mutex
+	avoid map[string]time.Time // endpoint → until when it is left out
 }
 
-// RoundTrip implements http.RoundTripper. The request URL's host is replaced by the endpoint.
+// RoundTrip implements http.RoundTripper.
 func (t *RetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.check(); err != nil {
+		closeBody(req)
+		return nil, err
+	}
 	base := t.Base
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if t.Picker == nil {
-		return nil, errors.New("graceful: RetryTransport.Picker is nil")
-	}
 	tries := t.MaxTries
-	if tries <= 0 {
-		tries = 3
+	if tries == 0 {
+		tries = DefaultMaxTries
 	}
-	if err := replayable(req); err != nil {
+	body, err := replayable(req)
+	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), orDefault(t.Timeout, 10*time.Second))
+	ctx, cancel := context.WithTimeout(req.Context(), orDefault(t.Timeout, DefaultRetryTimeout))
 	var tried []string
 	var lastErr error
-	for try := range tries {
-		host, err := t.Picker.Pick(tried)
+	for try := 1; ; try++ {
+		host, err := t.Picker.Pick(t.withAvoided(tried))
 		if err != nil {
 			cancel()
-			return nil, errors.Join(err, lastErr)
+			return nil, fmt.Errorf("graceful: try %d of %d: %w", try, tries, errors.Join(err, lastErr))
 		}
 		tried = append(tried, host)
-		var wrote atomic.Bool
-		r := req.Clone(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }}))
-		r.URL.Host, r.Host = host, ""
-		if req.GetBody != nil {
-			if r.Body, err = req.GetBody(); err != nil {
-				cancel()
-				return nil, fmt.Errorf("graceful: rewind request body: %w", err)
-			}
+		resp, wrote, err := roundTrip(ctx, base, req, host, body)
+		if goingAway(resp, err) {
+			t.avoidHost(host)
 		}
-		resp, err := base.RoundTrip(r)
-		last := try == tries-1
+		again := try < tries && ctx.Err() == nil
 		switch {
-		case err == nil && resp.Header.Get(MarkerHeader) != "" && !last:
+		case err == nil && resp.Header.Get(MarkerHeader) != "" && again:
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			_ = resp.Body.Close()
 			lastErr = fmt.Errorf("graceful: %s is shutting down", host)
@@ -124,35 +98,117 @@ func (t *RetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case err == nil:
 			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 			return resp, nil
-		case !last && ctx.Err() == nil && !wrote.Load() && idempotent(req.Method):
+		case again && !wrote && idempotent(req.Method):
 			lastErr = err
 			continue
 		}
 		cancel()
-		return nil, err
+		return nil, fmt.Errorf("graceful: try %d of %d on %s: %w", try, tries, host, err)
 	}
-	cancel()
-	return nil, lastErr
 }
 
-// replayable makes the body readable once per try.
-func replayable(req *http.Request) error {
-	if req.Body == nil || req.Body == http.NoBody || req.GetBody != nil {
-		return nil
+// withAvoided adds the endpoints being avoided to those tried, for the Picker to skip too.
+func (t *RetryTransport) withAvoided(tried []string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.avoid) == 0 {
+		return tried
+	}
+	now := time.Now()
+	out := slices.Clip(tried) // appending must not write into the caller's array
+	for h, until := range t.avoid {
+		if now.After(until) {
+			delete(t.avoid, h)
+		} else if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (t *RetryTransport) avoidHost(host string) {
+	d := orDefault(t.AvoidFor, DefaultAvoidFor)
+	if d < 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.avoid == nil {
+		t.avoid = make(map[string]time.Time)
+	}
+	t.avoid[host] = time.Now().Add(d)
+}
+
+// goingAway reports an endpoint that said it is draining or stopping, or whose connection was
+// refused.
+func goingAway(resp *http.Response, err error) bool {
+	if err != nil {
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial"
+	}
+	return resp.Header.Get(DrainingHeader) != "" || resp.Header.Get(MarkerHeader) != ""
+}
+
+func (t *RetryTransport) check() error {
+	switch {
+	case t.Picker == nil:
+		return errors.New("graceful: RetryTransport.Picker is nil: give it NewStatic(hosts...) or a registry-backed Picker")
+	case t.MaxTries < 0:
+		return fmt.Errorf("graceful: RetryTransport.MaxTries is %d: want a positive number (or zero for %d)", t.MaxTries, DefaultMaxTries)
+	case t.Timeout < 0:
+		return fmt.Errorf("graceful: RetryTransport.Timeout is %s: want a positive duration (or zero for %s)", t.Timeout, DefaultRetryTimeout)
+	}
+	return nil
+}
+
+// roundTrip sends one try to host. wrote reports whether the request's headers were completely
+// written on the last connection tried, after which the server may have started it.
+func roundTrip(ctx context.Context, base http.RoundTripper, req *http.Request, host string, body func() (io.ReadCloser, error)) (resp *http.Response, wrote bool, err error) {
+	var w atomic.Bool
+	r := req.Clone(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		// The base transport may itself retry on a fresh connection (net/http does, for an
+		// idempotent request whose reused connection was closed); what counts is the last
+		// attempt, so each one starts unwritten.
+		GetConn:      func(string) { w.Store(false) },
+		WroteHeaders: func() { w.Store(true) },
+	}))
+	r.URL.Host, r.Host = host, ""
+	if body != nil {
+		if r.Body, err = body(); err != nil {
+			return nil, false, fmt.Errorf("graceful: rewind request body: %w", err)
+		}
+		r.GetBody = body // lets the base transport replay it too, e.g. after an HTTP/2 GOAWAY
+	}
+	resp, err = base.RoundTrip(r)
+	return resp, w.Load(), err
+}
+
+// replayable returns what gives the request's body afresh for each try (nil for no body),
+// without changing req, and closes req.Body, which is never sent itself.
+func replayable(req *http.Request) (func() (io.ReadCloser, error), error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	defer closeBody(req)
+	if req.GetBody != nil {
+		return req.GetBody, nil
 	}
 	b, err := io.ReadAll(req.Body)
-	_ = req.Body.Close()
 	if err != nil {
-		return fmt.Errorf("graceful: read request body: %w", err)
+		return nil, fmt.Errorf("graceful: read request body: %w", err)
 	}
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	req.Body, _ = req.GetBody()
-	return nil
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }, nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
 }
 
 func idempotent(method string) bool {
 	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
 	}
 	return false

@@ -2,6 +2,7 @@ package graceful
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,8 +16,8 @@ import (
 // server failure, and stops. It returns nil after a clean stop, ErrForced (wrapped) when a
 // deadline cut something short, or the error that ended serving.
 func (s *Server) Run(ctx context.Context) error {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("graceful: Run called twice: a Server runs once")
+	if err := s.claim(); err != nil {
+		return err
 	}
 	sigs := make(chan os.Signal, 2)
 	if len(s.cfg.Signals) > 0 { // Notify with no signal would relay every signal
@@ -26,45 +27,99 @@ func (s *Server) Run(ctx context.Context) error {
 
 	started, err := s.startComponents(ctx)
 	if err != nil {
-		return errors.Join(err, s.stopComponents(started))
+		return s.abortStart(err, started)
 	}
-	serveErr := make(chan error, len(s.cfg.Servers)+1)
-	if err := s.startServers(serveErr); err != nil {
-		return errors.Join(err, s.stopComponents(started))
+	admin, adminLn, err := s.startServers()
+	if err != nil {
+		return s.abortStart(err, started)
 	}
-	s.state.Store(int32(Running))
-	s.log.Info("running", "servers", len(s.cfg.Servers), "admin", s.AdminAddr())
+	s.enterRunning()
+	if admin != nil {
+		// Served only from now on, so /status never answers "starting"; a POST /drain sent
+		// earlier waited in the listen queue and applies now.
+		go func() { _ = admin.Serve(adminLn) }()
+		defer func() { _ = admin.Close() }()
+	}
+	s.log.Info("running", "state", s.State().String(), "servers", s.Addrs(), "admin", s.AdminAddr())
 
-	var drainTimer <-chan time.Time
-	var cause error
-wait:
+	stopAt, cause := s.awaitStop(ctx, sigs)
+	return errors.Join(cause, s.stop(started, stopAt))
+}
+
+// awaitStop waits for what ends serving: a signal (after the signal drain, when one applies),
+// Shutdown, the end of ctx, or a server failure, which it returns. stopAt is when the stop was
+// first asked for; the grace period counts from there.
+func (s *Server) awaitStop(ctx context.Context, sigs <-chan os.Signal) (stopAt time.Time, cause error) {
+	var drainEnd <-chan time.Time
+	defer func() {
+		if stopAt.IsZero() {
+			stopAt = time.Now()
+		}
+	}()
 	for {
 		select {
 		case sig := <-sigs:
-			if s.State() == Running && s.cfg.SignalDrain > 0 {
+			if stopAt.IsZero() {
+				stopAt = time.Now()
+			}
+			if drainEnd == nil && s.State() == Running && s.cfg.SignalDrain > 0 {
 				// No preStop hook drained us: callers still have this pod. Drain first.
-				s.Drain("signal " + sig.String())
-				drainTimer = time.After(s.cfg.SignalDrain)
+				s.Drain("signal " + sig.String() + " while running")
+				t := time.NewTimer(s.cfg.SignalDrain)
+				defer t.Stop()
+				drainEnd = t.C
 				continue
 			}
-			s.log.Info("stopping", "reason", "signal "+sig.String())
-			break wait
-		case <-drainTimer:
-			s.log.Info("stopping", "reason", "signal drain period over")
-			break wait
+			s.log.Info("stop requested", "reason", "signal "+sig.String())
+			return stopAt, nil
+		case <-drainEnd:
+			s.log.Info("stop requested", "reason", "signal drain period over", "drained", time.Since(stopAt).Round(time.Millisecond))
+			return stopAt, nil
 		case <-s.stopReq:
-			s.log.Info("stopping", "reason", "Shutdown called")
-			break wait
+			s.log.Info("stop requested", "reason", "Shutdown called")
+			return stopAt, nil
 		case <-ctx.Done():
-			s.log.Info("stopping", "reason", "context ended")
-			break wait
-		case err := <-serveErr:
-			cause = err
+			s.log.Info("stop requested", "reason", "context ended", "err", context.Cause(ctx))
+			return stopAt, nil
+		case err := <-s.serveErr:
 			s.log.Error("a server failed, stopping", "err", err)
-			break wait
+			return stopAt, err
 		}
 	}
-	return errors.Join(cause, s.stop(started))
+}
+
+// claim marks the server as started: a Server runs once, and Add is closed from now on.
+func (s *Server) claim() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("graceful: Run called twice: a Server runs once")
+	}
+	s.started = true
+	return nil
+}
+
+func (s *Server) enterRunning() {
+	s.mu.Lock()
+	s.setStateLocked(Running)
+	pending := s.drainPending
+	s.mu.Unlock()
+	if pending != "" {
+		s.Drain(pending)
+	}
+}
+
+// abortStart undoes a failed start: what started stops, in reverse order, and the server ends
+// in Stopped so that waiters on Reached wake up.
+func (s *Server) abortStart(err error, started []Component) error {
+	s.log.Error("start failed, stopping what started", "err", err)
+	for _, ln := range s.cfg.Listeners { // Run owns them, as Serve would have
+		_ = ln.Close()
+	}
+	err = errors.Join(err, s.stopComponents(started))
+	s.cancelBase()
+	s.setState(Stopped)
+	return err
 }
 
 func (s *Server) startComponents(ctx context.Context) ([]Component, error) {
@@ -82,108 +137,65 @@ func (s *Server) startComponents(ctx context.Context) ([]Component, error) {
 	return started, nil
 }
 
-func (s *Server) startServers(serveErr chan<- error) error {
-	if s.cfg.AdminAddr != "-" {
-		ln, err := net.Listen("tcp", s.cfg.AdminAddr)
-		if err != nil {
-			return fmt.Errorf("graceful: admin endpoint: %w", err)
-		}
-		s.adminAddr.Store(ln.Addr().String())
-		s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = s.admin.Serve(ln) }()
-	}
-	var addrs []string
-	defer func() { s.addrs.Store(addrs) }()
-	for i, srv := range s.cfg.Servers {
-		var ln net.Listener
-		if len(s.cfg.Listeners) > 0 {
-			ln = s.cfg.Listeners[i]
-		} else {
-			var err error
-			if ln, err = net.Listen("tcp", srv.Addr); err != nil {
-				return fmt.Errorf("graceful: listen on %q: %w", srv.Addr, err)
+// startServers opens every listener first, so that a busy port fails the start before anything
+// serves, then serves the app servers. The admin server is returned to be served once running.
+func (s *Server) startServers() (*http.Server, net.Listener, error) {
+	lns := make([]net.Listener, len(s.cfg.Servers))
+	closeAll := func() {
+		for _, ln := range lns {
+			if ln != nil {
+				_ = ln.Close()
 			}
 		}
-		addrs = append(addrs, ln.Addr().String())
+	}
+	for i, srv := range s.cfg.Servers {
+		if len(s.cfg.Listeners) > 0 {
+			lns[i] = s.cfg.Listeners[i]
+			continue
+		}
+		ln, err := net.Listen("tcp", cmpOr(srv.Addr, ":http"))
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("graceful: listen on %q: %w", srv.Addr, err)
+		}
+		lns[i] = ln
+	}
+	var admin *http.Server
+	var adminLn net.Listener
+	if s.cfg.AdminAddr != "-" {
+		var err error
+		if adminLn, err = net.Listen("tcp", s.cfg.AdminAddr); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("graceful: admin endpoint: %w", err)
+		}
+		a := adminLn.Addr().String()
+		s.adminAddr.Store(&a)
+		admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	addrs := make([]string, len(lns))
+	s.serveErr = make(chan error, len(lns))
+	for i, srv := range s.cfg.Servers {
+		ln := lns[i]
+		addrs[i] = ln.Addr().String()
 		srv.Handler = s.Wrap(srv.Handler)
 		srv.BaseContext = func(net.Listener) context.Context { return s.base }
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("graceful: serve on %s: %w", ln.Addr(), err)
+			var err error
+			if hasCertificate(srv.TLSConfig) {
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.serveErr <- fmt.Errorf("graceful: serve on %s: %w", ln.Addr(), err)
 			}
 		}()
 	}
-	return nil
+	s.addrs.Store(&addrs)
+	return admin, adminLn, nil
 }
 
-// stop: stop accepting, wait for in-flight requests until StopTimeout, cancel the handlers'
-// context, give them RollbackGrace, close what is left, then stop components in reverse order.
-func (s *Server) stop(started []Component) error {
-	t0 := time.Now()
-	s.state.Store(int32(Stopping))
-	for _, srv := range s.cfg.Servers {
-		// Shutdown closes the listeners and idle connections; in-flight requests are awaited
-		// through the counter below, which the middleware signals, so its result is not needed.
-		go func() { _ = srv.Shutdown(context.Background()) }()
-	}
-	var forced error
-	if !s.awaitIdle(s.cfg.StopTimeout) {
-		s.log.Warn("stop deadline: cancelling in-flight requests", "inFlight", s.inFlight.Load(), "after", s.cfg.StopTimeout)
-		s.cancelBase()
-		if !s.awaitIdle(s.cfg.RollbackGrace) {
-			forced = fmt.Errorf("%w: %d requests still running after cancellation", ErrForced, s.inFlight.Load())
-			s.log.Error("handlers ignored cancellation: closing their connections", "inFlight", s.inFlight.Load())
-		}
-	}
-	s.cancelBase()
-	for _, srv := range s.cfg.Servers {
-		_ = srv.Close()
-	}
-	s.log.Info("servers stopped", "took", time.Since(t0), "requestsTotal", s.total.Load())
-	err := errors.Join(forced, s.stopComponents(started))
-	if s.admin != nil {
-		_ = s.admin.Close()
-	}
-	s.state.Store(int32(Stopped))
-	s.log.Info("stopped", "took", time.Since(t0), "forced", err != nil)
-	return err
-}
-
-// awaitIdle waits until no request is in flight or d passes; the middleware signals the last
-// request's end, so there is no polling.
-func (s *Server) awaitIdle(d time.Duration) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	for s.inFlight.Load() > 0 {
-		select {
-		case <-s.idle:
-		case <-deadline.C:
-			return s.inFlight.Load() == 0
-		}
-	}
-	return true
-}
-
-// stopComponents stops in reverse start order, each within its budget; an overrun is left behind.
-func (s *Server) stopComponents(started []Component) error {
-	var errs []error
-	for i := len(started) - 1; i >= 0; i-- {
-		c := started[i]
-		t0 := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), c.Budget)
-		done := make(chan error, 1)
-		go func() { done <- c.Stop(ctx) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("graceful: stop %s: %w", c.Name, err))
-			}
-			s.log.Info("component stopped", "name", c.Name, "took", time.Since(t0), "err", err)
-		case <-time.After(c.Budget):
-			errs = append(errs, fmt.Errorf("%w: component %s overran its budget of %s", ErrForced, c.Name, c.Budget))
-			s.log.Error("component overran its budget, abandoned", "name", c.Name, "budget", c.Budget)
-		}
-		cancel()
-	}
-	return errors.Join(errs...)
+func hasCertificate(c *tls.Config) bool {
+	return c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil)
 }

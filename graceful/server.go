@@ -9,49 +9,62 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-// Defaults.
+// Defaults for the Config fields left at zero.
 const (
 	DefaultAdminAddr     = "127.0.0.1:9901"
 	DefaultStopTimeout   = 10 * time.Second
 	DefaultRollbackGrace = time.Second
-	DefaultSignalDrain   = 5 * time.Second
-	DefaultBudget        = 5 * time.Second
+	DefaultRetryAfter    = time.Second
 )
 
-// ErrForced reports a stop that had to cut something short: handlers still running at the
-// deadline, or a component that overran its budget.
+// ErrForced reports a stop that had to cut something short: handlers still running after their
+// context was cancelled, or a component that overran its budget.
 var ErrForced = errors.New("graceful: stop forced past a deadline")
 
-// Config configures a Server. Zero values take the defaults above.
+// Config configures a Server. Durations left at zero take the defaults above; negative ones are
+// an error.
 type Config struct {
 	// Servers are the app's HTTP servers. Run wraps each Handler with the in-flight accounting
-	// middleware and serves on Listeners[i] when given, else on Addr.
+	// middleware, sets BaseContext (so it can cancel handlers at the stop deadline), and serves
+	// on Listeners[i] when given, else on Addr. A server with TLSConfig carrying a certificate is
+	// served with TLS (and HTTP/2 when its Protocols allow it). Run owns the Listeners: they are
+	// closed when it returns.
 	Servers   []*http.Server
 	Listeners []net.Listener
-	// AdminAddr is where the admin endpoint listens; "-" disables it. It must be a loopback
-	// address unless AllowPublicAdmin: anyone who reaches it can drain the app.
+	// AdminAddr is where the admin endpoint listens (GET /status, POST /drain); "-" disables it.
+	// It must be a loopback address unless AllowPublicAdmin: anyone who reaches it can drain the
+	// app.
 	AdminAddr        string
 	AllowPublicAdmin bool
-	// StopTimeout bounds the wait for in-flight requests once stopping starts. Set it to what is
-	// left of the grace period after the preStop hook (lastcall-prestop --reserve) minus the
-	// components' budgets.
+	// GracePeriod is the time from the stop signal to SIGKILL: what lastcall-prestop leaves the
+	// app after its hook (--reserve), or terminationGracePeriodSeconds without a hook. When set,
+	// the wait for in-flight requests ends where the rest of the stop still fits in it:
+	// signal + GracePeriod − RollbackGrace − the components' budgets. Add and Run refuse budgets
+	// that do not fit.
+	GracePeriod time.Duration
+	// StopTimeout bounds the wait for in-flight requests once stopping starts. Without
+	// GracePeriod it defaults to DefaultStopTimeout; with it, it only caps the derived deadline.
 	StopTimeout time.Duration
-	// RollbackGrace is how long handlers get to return after their context is cancelled.
+	// RollbackGrace is how long handlers get to return once their context is cancelled at the
+	// deadline; it also bounds the flush of the last responses.
 	RollbackGrace time.Duration
-	// SignalDrain is how long the server drains after a first SIGTERM that no preStop hook
-	// announced (it was Running), before it stops. A second signal stops at once.
+	// SignalDrain is how long the server drains after a first SIGTERM/SIGINT that no preStop
+	// hook announced (the server was still running), before it stops; zero stops at once, like
+	// a plain server. A second signal stops at once.
 	SignalDrain time.Duration
-	// RetryAfter is sent with the shutdown answer; one second when zero.
+	// RetryAfter is sent, in whole seconds, with the shutdown answer.
 	RetryAfter time.Duration
-	// ReadyPath and LivePath are answered by the middleware itself, uncounted.
+	// ReadyPath and LivePath are answered by the middleware itself, uncounted; "/readyz" and
+	// "/livez" when empty.
 	ReadyPath, LivePath string
-	// Signals start the drain/stop; SIGTERM and SIGINT when nil, none when empty.
+	// Signals start the drain or the stop: SIGTERM and SIGINT when nil, none when empty.
 	Signals []os.Signal
 	Logger  *slog.Logger
 }
@@ -62,7 +75,9 @@ type Component struct {
 	Name  string
 	Start func(ctx context.Context) error // optional
 	Stop  func(ctx context.Context) error
-	// Budget bounds Stop; DefaultBudget when zero. An overrun is abandoned and logged.
+	// Budget bounds Stop, whose context ends with it. It must be positive: a component that
+	// overruns it is abandoned (logged, and Run returns ErrForced) so that the next ones still
+	// get their turn before SIGKILL.
 	Budget time.Duration
 }
 
@@ -71,57 +86,105 @@ type Component struct {
 type Server struct {
 	cfg        Config
 	log        *slog.Logger
-	components []Component
+	retryAfter string
 
+	// Hot path: read or bumped by every request, without locks.
 	state    atomic.Int32
-	started  atomic.Bool
 	inFlight atomic.Int64
 	total    atomic.Uint64
-	last     atomic.Int64 // unix nanoseconds of the last accepted request
+	last     atomic.Int64 // 1 + nanoseconds from start to the last accepted request; 0: none
 	idle     chan struct{}
+	// start anchors last: one monotonic clock read per request costs half of time.Now, which
+	// reads the wall clock too.
+	start time.Time
+
+	// Transitions are rare; mu orders them against Drain and Add.
+	mu           sync.Mutex
+	started      bool
+	components   []Component
+	budgets      time.Duration // sum of the components' budgets
+	drainPending string        // reason of a Drain that came while starting
+	reached      [Stopped + 1]chan struct{}
+
 	stopReq  chan struct{}
 	stopOnce sync.Once
+	serveErr chan error // set by Run before serving
 
 	base       context.Context
 	cancelBase context.CancelFunc
-	admin      *http.Server
-	adminAddr  atomic.Value // string
-	addrs      atomic.Value // []string
-	retryAfter string
+	adminAddr  atomic.Pointer[string]
+	addrs      atomic.Pointer[[]string]
 }
 
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
+	if err := checkConfig(&cfg); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "graceful"),
+		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second)),
+		idle:       make(chan struct{}, 1),
+		stopReq:    make(chan struct{}),
+		start:      time.Now(),
+	}
+	for i := range s.reached {
+		s.reached[i] = make(chan struct{})
+	}
+	close(s.reached[Starting])
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func checkConfig(cfg *Config) error {
 	if len(cfg.Servers) == 0 {
-		return nil, errors.New("graceful: Config.Servers is empty: give at least one *http.Server")
+		return errors.New("graceful: Config.Servers is empty: give at least one *http.Server")
 	}
 	if len(cfg.Listeners) > 0 && len(cfg.Listeners) != len(cfg.Servers) {
-		return nil, fmt.Errorf("graceful: %d Listeners for %d Servers: give one per server or none", len(cfg.Listeners), len(cfg.Servers))
+		return fmt.Errorf("graceful: %d Listeners for %d Servers: give one per server or none", len(cfg.Listeners), len(cfg.Servers))
 	}
-	for name, d := range map[string]*time.Duration{"StopTimeout": &cfg.StopTimeout, "RollbackGrace": &cfg.RollbackGrace, "RetryAfter": &cfg.RetryAfter} {
-		if *d < 0 {
-			return nil, fmt.Errorf("graceful: Config.%s is %s: want a positive duration (or zero for the default)", name, *d)
+	for i, srv := range cfg.Servers {
+		switch {
+		case srv == nil:
+			return fmt.Errorf("graceful: Config.Servers[%d] is nil", i)
+		case srv.BaseContext != nil:
+			return fmt.Errorf("graceful: Config.Servers[%d].BaseContext is set: graceful owns it to cancel handlers at the stop deadline; use ConnContext", i)
+		case len(cfg.Listeners) > 0 && cfg.Listeners[i] == nil:
+			return fmt.Errorf("graceful: Config.Listeners[%d] is nil", i)
 		}
 	}
-	if cfg.SignalDrain < 0 {
-		return nil, fmt.Errorf("graceful: Config.SignalDrain is %s: want zero or more", cfg.SignalDrain)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"GracePeriod", cfg.GracePeriod}, {"StopTimeout", cfg.StopTimeout}, {"RollbackGrace", cfg.RollbackGrace}, {"SignalDrain", cfg.SignalDrain}, {"RetryAfter", cfg.RetryAfter}} {
+		if d.v < 0 {
+			return fmt.Errorf("graceful: Config.%s is %s: want a positive duration (or zero for the default)", d.name, d.v)
+		}
 	}
-	cfg.StopTimeout = orDefault(cfg.StopTimeout, DefaultStopTimeout)
+	if cfg.GracePeriod == 0 {
+		cfg.StopTimeout = orDefault(cfg.StopTimeout, DefaultStopTimeout)
+	}
 	cfg.RollbackGrace = orDefault(cfg.RollbackGrace, DefaultRollbackGrace)
-	cfg.RetryAfter = orDefault(cfg.RetryAfter, time.Second)
+	cfg.RetryAfter = orDefault(cfg.RetryAfter, DefaultRetryAfter)
+	if cfg.GracePeriod > 0 && cfg.SignalDrain+cfg.RollbackGrace >= cfg.GracePeriod {
+		return fmt.Errorf("graceful: Config.GracePeriod %s leaves no time for in-flight requests after SignalDrain %s and RollbackGrace %s",
+			cfg.GracePeriod, cfg.SignalDrain, cfg.RollbackGrace)
+	}
 	if cfg.AdminAddr == "" {
 		cfg.AdminAddr = DefaultAdminAddr
 	}
 	if cfg.AdminAddr != "-" && !cfg.AllowPublicAdmin {
 		if err := requireLoopback(cfg.AdminAddr); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if cfg.ReadyPath == "" {
-		cfg.ReadyPath = "/readyz"
-	}
-	if cfg.LivePath == "" {
-		cfg.LivePath = "/livez"
+	cfg.ReadyPath = cmpOr(cfg.ReadyPath, "/readyz")
+	cfg.LivePath = cmpOr(cfg.LivePath, "/livez")
+	for name, p := range map[string]string{"ReadyPath": cfg.ReadyPath, "LivePath": cfg.LivePath} {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("graceful: Config.%s %q: want a path starting with /", name, p)
+		}
 	}
 	if cfg.Signals == nil {
 		cfg.Signals = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
@@ -129,10 +192,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "graceful"), idle: make(chan struct{}, 1), stopReq: make(chan struct{}),
-		retryAfter: strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second))}
-	s.base, s.cancelBase = context.WithCancel(context.Background())
-	return s, nil
+	return nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -140,6 +200,13 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func requireLoopback(addr string) error {
@@ -158,43 +225,83 @@ func requireLoopback(addr string) error {
 
 // Add registers a component. It must be called before Run.
 func (s *Server) Add(c Component) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch {
-	case s.started.Load():
+	case s.started:
 		return errors.New("graceful: Add after Run: register components first")
 	case c.Name == "":
 		return errors.New("graceful: Component.Name is empty")
 	case c.Stop == nil:
 		return fmt.Errorf("graceful: component %q has no Stop", c.Name)
-	case c.Budget < 0:
-		return fmt.Errorf("graceful: component %q: Budget is %s: want a positive duration (or zero for %s)", c.Name, c.Budget, DefaultBudget)
+	case c.Budget <= 0:
+		return fmt.Errorf("graceful: component %q: Budget is %s: want a positive duration", c.Name, c.Budget)
 	}
-	c.Budget = orDefault(c.Budget, DefaultBudget)
+	if g := s.cfg.GracePeriod; g > 0 && s.cfg.SignalDrain+s.cfg.RollbackGrace+s.budgets+c.Budget >= g {
+		return fmt.Errorf("graceful: component %q: Budget %s does not fit: GracePeriod %s, SignalDrain %s, RollbackGrace %s and the other components' %s leave no time for in-flight requests",
+			c.Name, c.Budget, g, s.cfg.SignalDrain, s.cfg.RollbackGrace, s.budgets)
+	}
 	s.components = append(s.components, c)
+	s.budgets += c.Budget
 	return nil
 }
 
 // State is the current state.
 func (s *Server) State() State { return State(s.state.Load()) }
 
+// Reached returns a channel that is closed once the server is in state st or a later one. A
+// server that failed to start goes straight to Stopped, so waiters check State afterwards.
+func (s *Server) Reached(st State) <-chan struct{} {
+	if st < Starting || st > Stopped {
+		panic(fmt.Sprintf("graceful: Reached(%s): no such state", st))
+	}
+	return s.reached[st]
+}
+
+// setState moves forward to st; states never go back. The caller holds s.mu.
+func (s *Server) setStateLocked(st State) {
+	if st <= s.State() {
+		return
+	}
+	s.state.Store(int32(st))
+	for i := Starting; i <= st; i++ {
+		select {
+		case <-s.reached[i]:
+		default:
+			close(s.reached[i])
+		}
+	}
+}
+
+func (s *Server) setState(st State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setStateLocked(st)
+}
+
 // Status is the admin endpoint's answer.
 func (s *Server) Status() Status {
 	st := Status{State: s.State().String(), InFlight: s.inFlight.Load(), RequestsTotal: s.total.Load()}
-	if ns := s.last.Load(); ns != 0 {
-		st.LastRequest = time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
+	if d := s.last.Load(); d != 0 {
+		st.LastRequest = s.start.Add(time.Duration(d - 1)).UTC().Format(time.RFC3339Nano)
 	}
 	return st
 }
 
 // AdminAddr is the admin endpoint's address once Run has started it.
 func (s *Server) AdminAddr() string {
-	a, _ := s.adminAddr.Load().(string)
-	return a
+	if a := s.adminAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // Addrs are the app servers' listening addresses once Run has started them.
 func (s *Server) Addrs() []string {
-	a, _ := s.addrs.Load().([]string)
-	return a
+	if a := s.addrs.Load(); a != nil {
+		return *a
+	}
+	return nil
 }
 
 // Context is the base context of every request: it is cancelled when the stop deadline passes,
@@ -202,17 +309,30 @@ func (s *Server) Addrs() []string {
 func (s *Server) Context() context.Context { return s.base }
 
 // Drain enters drain mode: keep serving, fail readiness, and make every caller reconnect
-// elsewhere. It is idempotent and only moves a Running server.
+// elsewhere. It is idempotent; a Drain while starting takes effect once running, and one after
+// the drain does nothing.
 func (s *Server) Drain(reason string) {
-	if !s.state.CompareAndSwap(int32(Running), int32(Draining)) {
-		return
+	s.mu.Lock()
+	st := s.State()
+	switch st {
+	case Starting:
+		s.drainPending = cmpOr(reason, "drain requested")
+	case Running:
+		s.setStateLocked(Draining)
 	}
-	// Idle connections are left open on purpose: closing one races a caller that is writing a
-	// request on it, which fails a request that cannot be retried. Each connection instead
-	// closes after its next response (Connection: close, or GOAWAY on HTTP/2); idle ones close
-	// at stop, by when callers have moved to other endpoints.
-	s.log.Info("draining: readiness fails, connections close after their current request", "reason", reason)
+	s.mu.Unlock()
+	switch st {
+	case Starting:
+		s.log.Info("drain requested while starting: draining as soon as running", "reason", reason)
+	case Running:
+		// Idle connections are left open on purpose: closing one races a caller that is
+		// writing a request on it, which fails a request that cannot be retried. Each
+		// connection instead closes after its next response (Connection: close, or GOAWAY on
+		// HTTP/2); idle ones close at stop, by when callers have moved to other endpoints.
+		s.log.Info("draining: readiness fails, connections close after their current request", "reason", reason)
+	}
 }
 
-// Shutdown asks Run to stop now (programmatic SIGTERM).
+// Shutdown asks Run to stop now, as a SIGTERM after the drain would. It does not wait: Run
+// returns once everything stopped.
 func (s *Server) Shutdown() { s.stopOnce.Do(func() { close(s.stopReq) }) }

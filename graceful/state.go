@@ -1,11 +1,3 @@
-// Package graceful gives a Go service its side of a zero-drop shutdown: a drain mode that keeps
-// serving while telling callers to move (readiness fails, HTTP/1.1 "Connection: close", HTTP/2
-// GOAWAY), in-flight accounting, a bounded stop that cancels handlers at its deadline and then
-// stops components in reverse order, each within its own budget, and a retryable "shutting down"
-// answer with a client transport that retries it elsewhere.
-//
-// lastcall-prestop drives the drain through the admin endpoint (POST /drain) and reads traffic
-// from it (GET /status); without a preStop hook, the first SIGTERM starts the drain.
 package graceful
 
 import "fmt"
@@ -42,11 +34,19 @@ func (s State) String() string {
 // down: any method may be retried on another endpoint.
 const MarkerHeader = "Lastcall-Shutdown"
 
-// Status is what GET /status on the admin endpoint answers.
+// DrainingHeader is on every response of a draining server: it still serves, but is about to go
+// away. RetryTransport then leaves that endpoint out of later picks, which matters for callers
+// whose endpoint list does not follow the registries.
+const DrainingHeader = "Lastcall-Draining"
+
+// Status is what GET /status and POST /drain on the admin endpoint answer; lastcall-prestop reads
+// it for traffic quiescence. State is one of running, draining, stopping, stopped: the endpoint
+// serves only once the server runs.
 type Status struct {
 	State         string `json:"state"`
 	InFlight      int64  `json:"inFlight"`
 	RequestsTotal uint64 `json:"requestsTotal"`
-	// LastRequest is the start of the last accepted request (RFC 3339), empty before the first.
+	// LastRequest is when the last accepted request started (RFC 3339 with nanoseconds, UTC),
+	// empty before the first. Health probes are not requests.
 	LastRequest string `json:"lastRequest"`
 }

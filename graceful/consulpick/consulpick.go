@@ -20,28 +20,41 @@ import (
 
 // Picker implements graceful.Picker.
 type Picker struct {
-	mu    sync.RWMutex
-	hosts []string
-	next  atomic.Uint64
-	ready chan struct{}
-	once  sync.Once
+	mu      sync.RWMutex
+	hosts   []string
+	changed chan struct{} // closed and replaced at each update
+	next    atomic.Uint64
+	ready   chan struct{}
+	once    sync.Once
 }
 
 var _ graceful.Picker = (*Picker)(nil)
 
 // Watch starts following service's passing instances until ctx ends. Errors are logged and
 // retried after a second; the last known list stays in use meanwhile.
+// A nil client or an empty service is a programming error and panics.
 func Watch(ctx context.Context, client *api.Client, service string, log *slog.Logger) *Picker {
+	if client == nil || service == "" {
+		panic(fmt.Sprintf("consulpick: Watch(client %v, service %q): both are required", client, service))
+	}
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &Picker{ready: make(chan struct{})}
+	p := &Picker{ready: make(chan struct{}), changed: make(chan struct{})}
 	go p.follow(ctx, client, service, log)
 	return p
 }
 
 // Ready is closed once the first answer arrived.
 func (p *Picker) Ready() <-chan struct{} { return p.ready }
+
+// Changed returns a channel that is closed when the list is next updated (each answer from
+// Consul, even an unchanged one), for callers that react to it instead of polling Hosts.
+func (p *Picker) Changed() <-chan struct{} {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.changed
+}
 
 // Hosts is the current list.
 func (p *Picker) Hosts() []string {
@@ -80,8 +93,10 @@ func (p *Picker) follow(ctx context.Context, client *api.Client, service string,
 		}
 		p.mu.Lock()
 		p.hosts = hosts
+		p.once.Do(func() { close(p.ready) }) // before waking Changed waiters, who may check it
+		close(p.changed)
+		p.changed = make(chan struct{})
 		p.mu.Unlock()
-		p.once.Do(func() { close(p.ready) })
 		if meta.LastIndex < index {
 			index = 0 // a reset, as Consul documents
 		} else {

@@ -2,7 +2,9 @@ package consulpick_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,17 +45,19 @@ func TestPickerFollowsPassingInstances(t *testing.T) {
 
 func awaitHosts(t *testing.T, p *consulpick.Picker, want []string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	timeout := time.After(10 * time.Second)
 	for {
+		changed := p.Changed() // before reading, so that no update is missed
 		got := p.Hosts()
 		slices.Sort(got)
-		if slices.Equal(got, want) || (len(got) == 0 && len(want) == 0 && isReady(p)) {
+		if slices.Equal(got, want) && isReady(p) {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-timeout:
 			t.Fatalf("hosts = %v, want %v", got, want)
 		}
-		time.Sleep(5 * time.Millisecond) // the picker updates in its own goroutine
 	}
 }
 
@@ -64,4 +68,13 @@ func isReady(p *consulpick.Picker) bool {
 	default:
 		return false
 	}
+}
+
+func TestWatchNeedsClientAndService(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "both are required") {
+			t.Errorf("recovered %v, want a clear panic", r)
+		}
+	}()
+	consulpick.Watch(context.Background(), nil, "web", nil)
 }

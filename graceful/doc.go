@@ -1,0 +1,30 @@
+// Package graceful gives a Go service its side of a zero-drop shutdown in Kubernetes.
+//
+// lastcall-prestop takes a pod out of every registry, but only the service can finish what is in
+// flight, make keep-alive callers reconnect elsewhere, and tell a late caller "not processed,
+// retry elsewhere". A Server runs the app's *http.Servers and its other components through
+//
+//	starting → running → draining → stopping → stopped
+//
+// Draining starts from the admin endpoint (POST /drain, which lastcall-prestop calls) or from
+// the first SIGTERM/SIGINT when no hook drained the server (Config.SignalDrain). The server keeps
+// serving, /readyz fails, every response carries "Connection: close" (over HTTP/2, net/http sends
+// a GOAWAY instead and streams in flight complete) and the DrainingHeader hint. Idle connections
+// are left open: closing one races a caller writing on it.
+//
+// Stopping starts on SIGTERM (or Shutdown, or the end of Run's context). New requests get 503,
+// Retry-After and MarkerHeader: not processed. In-flight requests are counted, and the stop
+// waits for the last one, without polling, until a deadline derived from the grace period
+// (Config.GracePeriod, Config.StopTimeout); then the requests' base context is cancelled so
+// handlers can roll back (Config.RollbackGrace); then listeners and connections close once the
+// last responses are written; then components stop in reverse start order, each within its own
+// Budget. Every step is logged, and Run returns ErrForced when a deadline cut something short.
+//
+// On the calling side, RetryTransport retries a marked answer on another endpoint whatever the
+// method, and a connection failure before the request was written for idempotent methods; it
+// also stops choosing endpoints that said they are going away. Endpoints come from a Picker:
+// NewStatic, or graceful/consulpick for the passing instances of a Consul service.
+//
+// The admin endpoint (loopback only, DefaultAdminAddr) answers GET /status with Status, which
+// lastcall-prestop reads to see traffic stop, and POST /drain.
+package graceful
