@@ -8,6 +8,8 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT = $$(hack/build-gotool.sh github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION))
 CONTROLLER_GEN = $$(hack/build-gotool.sh sigs.k8s.io/controller-tools/cmd/controller-gen $(CONTROLLER_TOOLS_VERSION))
+HELM_VERSION ?= v3.22.0
+HELM = $$(hack/build-gotool.sh helm.sh/helm/v3/cmd/helm $(HELM_VERSION))
 BIN := $(CURDIR)/bin
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1
@@ -52,6 +54,10 @@ verify: lint generate ## lint, regenerate, and fail on any diff (go.mod/go.sum t
 	go mod tidy
 	git diff --exit-code -- go.mod go.sum config || { echo "generated files or go.mod/go.sum differ: run 'make generate' and 'go mod tidy', then commit"; exit 1; }
 	@untracked=$$(git ls-files --others --exclude-standard config); if [[ -n $$untracked ]]; then echo "untracked generated files: $$untracked"; exit 1; fi
+
+.PHONY: chart-lint
+chart-lint: ## helm lint the chart with the helm CLI (Debian has none: built from its Go module)
+	$(HELM) lint charts/lastcall
 
 .PHONY: clean
 clean: ## remove bin/ (the tool cache in $(LASTCALL_CACHE) stays)

@@ -5,6 +5,7 @@ package apitest
 import (
 	"os"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -20,7 +21,9 @@ func Start(t testing.TB) (*envtest.Environment, *rest.Config) {
 		}
 		t.Skip("KUBEBUILDER_ASSETS is not set: run `make test` for integration tests against a real kube-apiserver")
 	}
-	env := &envtest.Environment{}
+	// Generous start timeout: CI runs several packages' control planes at once on 2 cores, and
+	// kube-apiserver's start-up is CPU-bound.
+	env := &envtest.Environment{ControlPlaneStartTimeout: 3 * time.Minute, ControlPlaneStopTimeout: time.Minute}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start kube-apiserver and etcd: %v", err)
