@@ -26,3 +26,15 @@ cached() {
   local f="$LASTCALL_CACHE/$1/$2/$3"
   [[ -x $f ]] && printf '%s\n' "$f" || true
 }
+
+# usage: prints the running script's header comment (line 2 up to its `source` line).
+usage() { sed -n '2,/^source/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+# only_help_flag ARGS...: for scripts that take no argument but --help.
+only_help_flag() {
+  case ${1:-} in
+    -h | --help) usage; exit 0 ;;
+    "") ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+}

@@ -3,6 +3,10 @@
 // that registers itself in Consul (HTTP check on its pod IP) when told where Consul is.
 //
 //	app --listen :8080 --work 50ms --consul-addr http://$(HOST_IP):8500 --consul-service web
+//
+// With --plain it is the e2e's control: no graceful library, just what many services do (on
+// SIGTERM deregister from Consul, then http.Server.Shutdown), so the suite can show that the
+// same rollout drops requests without lastcall.
 package main
 
 import (
@@ -14,8 +18,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -31,16 +37,23 @@ func main() {
 	signalDrain := flag.Duration("signal-drain", 0, "drain this long after a SIGTERM no preStop hook announced (0: stop at once, like a plain server)")
 	consulAddr := flag.String("consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent to register with (empty: no registration)")
 	service := flag.String("consul-service", "web", "Consul service name")
+	plain := flag.Bool("plain", false, "no graceful library: on SIGTERM deregister from Consul, then http.Server.Shutdown (the e2e's control)")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("pod", os.Getenv("POD_NAME"))
-	if err := run(*listen, *admin, *work, *stopTimeout, *signalDrain, *consulAddr, *service, log); err != nil {
+	runApp := run
+	if *plain {
+		runApp = func(listen, _ string, work, stopTimeout, _ time.Duration, consulAddr, service string, log *slog.Logger) error {
+			return runPlain(listen, work, stopTimeout, consulAddr, service, log)
+		}
+	}
+	if err := runApp(*listen, *admin, *work, *stopTimeout, *signalDrain, *consulAddr, *service, log); err != nil {
 		log.Error("app failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, admin string, work, stopTimeout, signalDrain time.Duration, consulAddr, service string, log *slog.Logger) error {
-	var processed atomic.Uint64
+// workMux serves "/" (takes work, counts it) and "/processed".
+func workMux(work time.Duration, processed *atomic.Uint64) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -56,6 +69,12 @@ func run(listen, admin string, work, stopTimeout, signalDrain time.Duration, con
 	mux.HandleFunc("/processed", func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]uint64{"processed": processed.Load()})
 	})
+	return mux
+}
+
+func run(listen, admin string, work, stopTimeout, signalDrain time.Duration, consulAddr, service string, log *slog.Logger) error {
+	var processed atomic.Uint64
+	mux := workMux(work, &processed)
 	srv, err := graceful.New(graceful.Config{
 		Servers:     []*http.Server{{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}},
 		AdminAddr:   admin,
@@ -113,4 +132,43 @@ func consulComponent(addr, service, listen string, log *slog.Logger) graceful.Co
 		},
 		Budget: 2 * time.Second,
 	}
+}
+
+// runPlain is the control: a bare http.Server whose readiness never fails, deregistered from
+// Consul on SIGTERM right before Shutdown closes its listeners.
+func runPlain(listen string, work, stopTimeout time.Duration, consulAddr, service string, log *slog.Logger) error {
+	var processed atomic.Uint64
+	mux := workMux(work, &processed)
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	srv := &http.Server{Addr: listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var reg *graceful.Component
+	if consulAddr != "" {
+		c := consulComponent(consulAddr, service, listen, log)
+		if err := c.Start(ctx); err != nil {
+			return err
+		}
+		reg = &c
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("serving (plain)", "addr", listen)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("signal: deregistering and shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if reg != nil {
+		if err := reg.Stop(sctx); err != nil {
+			log.Warn("consul deregistration failed", "err", err)
+		}
+	}
+	err := srv.Shutdown(sctx)
+	log.Info("exit", "processed", processed.Load(), "err", err)
+	return err
 }

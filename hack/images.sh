@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds lastcall's container images from their Dockerfiles and loads them into the kind cluster.
+#
+# Usage: hack/images.sh [--help] [--no-load] [DOCKERFILE=IMAGE ...]
+#   Default pairs: cmd/lastcall-prestop/Dockerfile=lastcall-prestop:dev
+#                  cmd/lastcall-controller/Dockerfile=lastcall-controller:dev
+#                  e2e/app/Dockerfile=lastcall-e2e-app:dev
+#   A pair whose Dockerfile does not exist is skipped with a message.
+#   --no-load   build only, do not `kind load docker-image`
+#
+# Every Dockerfile is built from the repository root (multi-stage, as cmd/lastcall-prestop's)
+# with these build-args:
+#   BASE_IMAGE  $BASE_IMAGE, else gcr.io/distroless/static:nonroot when Docker has it or can pull
+#               it, else scratch (offline machines)
+#   GO_IMAGE    $GO_IMAGE, else the Dockerfile's default (golang) when Docker has it or can pull
+#               it, else the local toolchain imported by hack/go-image.sh; then, unless the
+#               repository has a vendor/ folder, the context is a temporary copy of the
+#               repository's files plus `go mod vendor`, so the build needs no network
+#   VERSION     git describe
+#
+# Env: BASE_IMAGE, GO_IMAGE, KIND_CLUSTER_NAME (default lastcall),
+#      KIND (kind binary; default kind v0.33.0, cached), LASTCALL_KIND_OFFLINE=1 (pull nothing)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+load=true
+pairs=()
+for a in "$@"; do
+  case $a in
+    -h | --help) usage; exit 0 ;;
+    --no-load) load=false ;;
+    *=*) pairs+=("$a") ;;
+    *) usage >&2; die "not DOCKERFILE=IMAGE: $a" ;;
+  esac
+done
+if [[ ${#pairs[@]} -eq 0 ]]; then
+  pairs=(
+    cmd/lastcall-prestop/Dockerfile=lastcall-prestop:dev
+    cmd/lastcall-controller/Dockerfile=lastcall-controller:dev
+    e2e/app/Dockerfile=lastcall-e2e-app:dev
+  )
+fi
+CLUSTER=${KIND_CLUSTER_NAME:-lastcall}
+DISTROLESS=gcr.io/distroless/static:nonroot
+GOLANG=golang:1.26
+VERSION=${VERSION:-$(git -C "$REPO_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)}
+
+# available IMAGE: Docker has IMAGE or can pull it
+available() {
+  docker image inspect "$1" >/dev/null 2>&1 && return 0
+  [[ ${LASTCALL_KIND_OFFLINE:-} != 1 ]] && timeout 120 docker pull -q "$1" >/dev/null 2>&1
+}
+
+todo=()
+for pair in "${pairs[@]}"; do
+  f=${pair%%=*}
+  [[ $f == /* ]] || f=$REPO_ROOT/$f
+  if [[ -f $f ]]; then
+    todo+=("$f=${pair#*=}")
+  else
+    log "skipping ${pair#*=}: ${f#"$REPO_ROOT"/} does not exist (yet)"
+  fi
+done
+if [[ ${#todo[@]} -eq 0 ]]; then
+  log "no image to build"
+  exit 0
+fi
+
+if [[ -z ${BASE_IMAGE:-} ]]; then
+  if available "$DISTROLESS"; then
+    BASE_IMAGE=$DISTROLESS
+  else
+    log "$DISTROLESS is neither present nor pullable: BASE_IMAGE=scratch"
+    BASE_IMAGE=scratch
+  fi
+fi
+ctx=$REPO_ROOT
+go_args=()
+if [[ -n ${GO_IMAGE:-} ]]; then
+  go_args=(--build-arg "GO_IMAGE=$GO_IMAGE")
+elif ! available "$GOLANG"; then
+  GO_IMAGE=$("$REPO_ROOT/hack/go-image.sh")
+  log "$GOLANG is neither present nor pullable: GO_IMAGE=$GO_IMAGE (local toolchain)"
+  go_args=(--build-arg "GO_IMAGE=$GO_IMAGE")
+  if [[ ! -d $REPO_ROOT/vendor ]]; then
+    ctx=$(mktemp -d "${TMPDIR:-/tmp}/lastcall-images.XXXXXX")
+    trap 'rm -rf "$ctx"' EXIT
+    log "offline build context: the repository's files plus go mod vendor, in $ctx"
+    (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
+      tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -C "$ctx" -xf -
+    (cd "$REPO_ROOT" && go mod vendor -o "$ctx/vendor") || die "go mod vendor failed"
+  fi
+fi
+
+built=()
+for pair in "${todo[@]}"; do
+  dockerfile=${pair%%=*}
+  image=${pair#*=}
+  log "docker build $image (${dockerfile#"$REPO_ROOT"/}, BASE_IMAGE=$BASE_IMAGE${GO_IMAGE:+, GO_IMAGE=$GO_IMAGE})"
+  if ! out=$(DOCKER_BUILDKIT=0 docker build -q -f "$dockerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    "${go_args[@]}" --build-arg "VERSION=$VERSION" -t "$image" "$ctx" 2>&1); then
+    printf '%s\n' "$out" | grep -v -e '^DEPRECATED' -e 'BuildKit is currently disabled' -e 'environment-variable' >&2
+    die "docker build of $image failed"
+  fi
+  built+=("$image")
+done
+
+if ! $load; then
+  log "built ${built[*]} (not loaded: --no-load)"
+  exit 0
+fi
+kind=${KIND:-$("$REPO_ROOT/hack/build-gotool.sh" sigs.k8s.io/kind v0.33.0)}
+"$kind" get clusters 2>/dev/null | grep -qxF "$CLUSTER" ||
+  die "no kind cluster $CLUSTER to load ${built[*]} into: run hack/kind-up.sh, or pass --no-load"
+for image in "${built[@]}"; do
+  log "kind load docker-image $image --name $CLUSTER"
+  "$kind" load docker-image "$image" --name "$CLUSTER" >/dev/null
+done
+log "loaded ${built[*]} into $CLUSTER"
