@@ -82,6 +82,19 @@ images: ## build lastcall's images from their Dockerfiles and load them into the
 e2e-smoke: kind-up ## smoke-test the kind cluster (nodes, cross-node Service, DNS, logs, preStop hooks)
 	KUBECONFIG=$${KUBECONFIG:-$$HOME/.kube/config} go test -tags e2e -count=1 -timeout 20m ./e2e/smoke/ -ginkgo.v
 
+E2E_FLAGS ?= -v -tags e2e -count=1 -timeout 150m
+E2E_DOWN ?= 0
+
+.PHONY: demo
+demo: kind-up ## the main job: kind cluster, images, helm install lastcall, Consul + sample app, one rolling update under load (with lastcall, then without), report
+	@rc=0; E2E_ITERATIONS=1 go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.label-filter='rolling-update && (lastcall || control)' || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
+
+.PHONY: e2e
+e2e: kind-up ## the full e2e: every scenario on both paths, 3 runs each, controls, preStop sleep baseline, report in out/e2e/
+	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
+
 .PHONY: clean
 clean: ## remove bin/ (the tool cache in $(LASTCALL_CACHE) stays)
 	rm -rf $(BIN)

@@ -5,13 +5,14 @@
 //	app --listen :8080 --work 50ms --consul-addr http://$(HOST_IP):8500 --consul-service web
 //
 // With --plain it is the e2e's control: no graceful library, just what many services do (on
-// SIGTERM deregister from Consul, then http.Server.Shutdown), so the suite can show that the
+// SIGTERM http.Server.Shutdown, then deregister from Consul), so the suite can show that the
 // same rollout drops requests without lastcall.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -37,7 +38,7 @@ func main() {
 	signalDrain := flag.Duration("signal-drain", 0, "drain this long after a SIGTERM no preStop hook announced (0: stop at once, like a plain server)")
 	consulAddr := flag.String("consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent to register with (empty: no registration)")
 	service := flag.String("consul-service", "web", "Consul service name")
-	plain := flag.Bool("plain", false, "no graceful library: on SIGTERM deregister from Consul, then http.Server.Shutdown (the e2e's control)")
+	plain := flag.Bool("plain", false, "no graceful library: on SIGTERM http.Server.Shutdown, then deregister from Consul (the e2e's control)")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("pod", os.Getenv("POD_NAME"))
 	runApp := run
@@ -128,14 +129,20 @@ func consulComponent(addr, service, listen string, log *slog.Logger) graceful.Co
 			return nil
 		},
 		Stop: func(ctx context.Context) error {
-			return client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+			err := client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx))
+			// lastcall-prestop (or the controller's backstop) usually deregistered it already
+			var se api.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusNotFound {
+				return nil
+			}
+			return err
 		},
 		Budget: 2 * time.Second,
 	}
 }
 
-// runPlain is the control: a bare http.Server whose readiness never fails, deregistered from
-// Consul on SIGTERM right before Shutdown closes its listeners.
+// runPlain is the control: a bare http.Server whose readiness never fails; on SIGTERM it shuts
+// down, then deregisters from Consul, the order a deferred deregistration gives.
 func runPlain(listen string, work, stopTimeout time.Duration, consulAddr, service string, log *slog.Logger) error {
 	var processed atomic.Uint64
 	mux := workMux(work, &processed)
@@ -160,15 +167,15 @@ func runPlain(listen string, work, stopTimeout time.Duration, consulAddr, servic
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("signal: deregistering and shutting down")
+	log.Info("signal: shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
+	err := srv.Shutdown(sctx)
 	if reg != nil {
 		if err := reg.Stop(sctx); err != nil {
 			log.Warn("consul deregistration failed", "err", err)
 		}
 	}
-	err := srv.Shutdown(sctx)
 	log.Info("exit", "processed", processed.Load(), "err", err)
 	return err
 }

@@ -15,7 +15,6 @@ package smoke
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -25,18 +24,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/lastcall-dev/lastcall/e2e/cluster"
 )
 
 const smokeImage = "lastcall.local/smokeapp:e2e"
 
 var (
-	cs         kubernetes.Interface
-	restConfig *rest.Config
-	namespace  string
-	kubectl    string
-	repoRoot   string
+	cl        *cluster.Cluster
+	cs        kubernetes.Interface
+	namespace string
 )
 
 func TestSmoke(t *testing.T) {
@@ -45,25 +42,16 @@ func TestSmoke(t *testing.T) {
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	var err error
-	repoRoot, err = filepath.Abs(filepath.Join("..", ".."))
+	root, err := filepath.Abs(filepath.Join("..", ".."))
 	Expect(err).NotTo(HaveOccurred())
-
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	restConfig, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	Expect(err).NotTo(HaveOccurred(), "no usable kubeconfig: run hack/kind-up.sh first")
-	cs, err = kubernetes.NewForConfig(restConfig)
+	cl, err = cluster.Connect(root)
 	Expect(err).NotTo(HaveOccurred())
-
-	kubectl = findKubectl()
+	cs = cl.Client
 
 	if os.Getenv("SMOKE_SKIP_IMAGES") != "1" {
 		By("building " + smokeImage + " FROM scratch and loading it into the cluster")
-		cmd := exec.CommandContext(ctx, filepath.Join(repoRoot, "hack", "images.sh"),
-			"e2e/smoke/testdata/smokeapp/Dockerfile="+smokeImage)
-		cmd.Env = append(os.Environ(), "BASE_IMAGE=scratch")
-		cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
-		Expect(cmd.Run()).To(Succeed(), "hack/images.sh")
+		Expect(cl.Script(ctx, GinkgoWriter, []string{"BASE_IMAGE=scratch"}, "hack/images.sh",
+			"e2e/smoke/testdata/smokeapp/Dockerfile="+smokeImage)).To(Succeed())
 	}
 
 	ns, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
@@ -82,27 +70,8 @@ var _ = AfterSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 }, NodeTimeout(time.Minute))
 
-// findKubectl: $KUBECTL, kubectl on PATH, or the one hack/build-kube.sh caches.
-func findKubectl() string {
-	if k := os.Getenv("KUBECTL"); k != "" {
-		return k
-	}
-	if k, err := exec.LookPath("kubectl"); err == nil {
-		return k
-	}
-	cache := os.Getenv("LASTCALL_CACHE")
-	if cache == "" {
-		cache = filepath.Join(repoRoot, ".cache")
-	}
-	matches, _ := filepath.Glob(filepath.Join(cache, "kubernetes", "*", "kubectl"))
-	Expect(matches).NotTo(BeEmpty(), "no kubectl: set KUBECTL, put kubectl on PATH, or run hack/build-kube.sh kubectl")
-	return matches[len(matches)-1]
-}
-
 // run runs kubectl (same kubeconfig rules as the client: $KUBECONFIG, else ~/.kube/config) in
 // the suite's namespace and returns its combined output.
 func run(ctx context.Context, args ...string) (string, error) {
-	full := append([]string{"--namespace", namespace}, args...)
-	out, err := exec.CommandContext(ctx, kubectl, full...).CombinedOutput()
-	return string(out), err
+	return cl.KubectlOutput(ctx, namespace, args...)
 }
