@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,12 +19,16 @@ import (
 // passing instances with blocking queries and sends each request to the next one, round robin,
 // straight to the pod IP.
 type consulTargets struct {
-	urlPath string
+	cfg Config
+	log *slog.Logger
+
 	mu      sync.RWMutex
-	urls    []string
-	n       atomic.Uint64
-	ready   chan struct{} // closed after the first answer
-	once    sync.Once
+	list    []target
+	lastErr error // of the last query, until one succeeds
+
+	n     atomic.Uint64
+	ready chan struct{} // closed after the first answer
+	once  sync.Once
 }
 
 // watchConsul starts following cfg.Service's passing instances until ctx ends.
@@ -33,65 +39,107 @@ func watchConsul(ctx context.Context, cfg Config, log *slog.Logger) (*consulTarg
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.ConsulAddr, err)
 	}
-	t := &consulTargets{urlPath: cfg.URLPath, ready: make(chan struct{})}
-	go t.follow(ctx, client, cfg, log)
+	t := &consulTargets{cfg: cfg, log: log, ready: make(chan struct{})}
+	go t.follow(ctx, client.Health())
 	return t, nil
 }
 
-func (t *consulTargets) follow(ctx context.Context, client *api.Client, cfg Config, log *slog.Logger) {
+const (
+	consulWait       = 30 * time.Second
+	consulMinBackoff = 100 * time.Millisecond
+	consulMaxBackoff = 2 * time.Second
+	// queries no closer together than this, should an answer come back without blocking
+	consulMinInterval = 20 * time.Millisecond
+)
+
+func (t *consulTargets) follow(ctx context.Context, health *api.Health) {
 	var index uint64
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		opts := (&api.QueryOptions{WaitIndex: index, WaitTime: 30 * time.Second}).WithContext(ctx)
-		entries, meta, err := client.Health().Service(cfg.Service, "", true, opts)
+	backoff := consulMinBackoff
+	for {
+		asked := time.Now()
+		opts := (&api.QueryOptions{WaitIndex: index, WaitTime: consulWait}).WithContext(ctx)
+		entries, meta, err := health.Service(t.cfg.Service, "", true, opts)
+		if ctx.Err() != nil {
+			return
+		}
+		pause := consulMinInterval - time.Since(asked)
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			t.mu.Lock()
+			t.lastErr = err
+			t.mu.Unlock()
+			t.log.Warn("consul query failed; keeping the last instance list", "service", t.cfg.Service, "err", err, "retryIn", backoff)
+			pause, backoff = backoff, min(2*backoff, consulMaxBackoff)
+		} else {
+			backoff = consulMinBackoff
+			// an index that goes backwards (Consul restarted, or a snapshot restored) restarts
+			// the watch
+			if meta.LastIndex < index {
+				index = 0
+			} else {
+				index = meta.LastIndex
 			}
-			log.Warn("consul query failed; keeping the last instance list", "service", cfg.Service, "err", err)
+			t.set(entries, index)
+		}
+		if pause > 0 {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(pause):
 			}
-			backoff = min(2*backoff, 2*time.Second)
-			continue
 		}
-		backoff = 100 * time.Millisecond
-		// an index that goes backwards (server restart) restarts the watch
-		if meta.LastIndex < index {
-			index = 0
-		} else {
-			index = meta.LastIndex
-		}
-		var urls []string
-		for _, e := range entries {
-			addr := e.Service.Address
-			if addr == "" {
-				addr = e.Node.Address
-			}
-			port := e.Service.Port
-			if cfg.Port != 0 {
-				port = cfg.Port
-			}
-			urls = append(urls, "http://"+net.JoinHostPort(addr, strconv.Itoa(port))+t.urlPath)
-		}
-		t.mu.Lock()
-		changed := len(urls) != len(t.urls)
-		t.urls = urls
-		t.mu.Unlock()
-		if changed {
-			log.Info("consul instances", "service", cfg.Service, "passing", len(urls), "index", index)
-		}
-		t.once.Do(func() { close(t.ready) })
 	}
 }
 
-func (t *consulTargets) next() (string, bool) {
+// set replaces the instance list with entries.
+func (t *consulTargets) set(entries []*api.ServiceEntry, index uint64) {
+	list := make([]target, 0, len(entries))
+	for _, e := range entries {
+		addr := e.Service.Address
+		if addr == "" {
+			addr = e.Node.Address
+		}
+		port := e.Service.Port
+		if t.cfg.Port != 0 {
+			port = t.cfg.Port
+		}
+		hp := net.JoinHostPort(addr, strconv.Itoa(port))
+		list = append(list, target{url: "http://" + hp + t.cfg.URLPath, hostPort: hp})
+	}
+	slices.SortFunc(list, func(a, b target) int { return cmp.Compare(a.hostPort, b.hostPort) })
+	t.mu.Lock()
+	changed := !slices.Equal(list, t.list)
+	t.list, t.lastErr = list, nil
+	t.mu.Unlock()
+	if changed {
+		hosts := make([]string, len(list))
+		for i, tg := range list {
+			hosts[i] = tg.hostPort
+		}
+		t.log.Info("consul instances", "service", t.cfg.Service, "passing", len(list), "instances", hosts, "index", index)
+	}
+	t.once.Do(func() { close(t.ready) })
+}
+
+// waitReady waits for Consul's first answer.
+func (t *consulTargets) waitReady(ctx context.Context) error {
+	select {
+	case <-t.ready:
+		return nil
+	case <-ctx.Done():
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		if t.lastErr != nil {
+			return fmt.Errorf("no answer from Consul at %s: %w", t.cfg.ConsulAddr, t.lastErr)
+		}
+		return fmt.Errorf("no answer from Consul at %s: %w", t.cfg.ConsulAddr, ctx.Err())
+	}
+}
+
+func (t *consulTargets) next() (target, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	if len(t.urls) == 0 {
-		return "", false
+	if len(t.list) == 0 {
+		return target{}, false
 	}
-	return t.urls[int(t.n.Add(1)%uint64(len(t.urls)))], true
+	return t.list[t.n.Add(1)%uint64(len(t.list))], true
 }

@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,24 +22,47 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// runFor runs a generator until it recorded n requests (or 10 s passed) and returns them.
-func runFor(t *testing.T, cfg Config, tg targets, n int) []report.Record {
+// eventually waits for cond, checking every few milliseconds, and fails the test after limit.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(limit)
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatalf("waited %s for %s", limit, what)
+		case <-tick.C:
+		}
+	}
+}
+
+func mustValidate(t *testing.T, cfg Config) Config {
 	t.Helper()
 	if err := cfg.validate(0); err != nil {
 		t.Fatal(err)
 	}
-	g := newGenerator(cfg, tg, quiet)
+	return cfg
+}
+
+func mustFixed(t *testing.T, raw string) fixed {
+	t.Helper()
+	f, err := fixedTarget(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// runUntil runs a generator until it recorded n requests and returns them all, in-flight ones
+// included.
+func runUntil(t *testing.T, cfg Config, tg targets, n int) []report.Record {
+	t.Helper()
+	g := newGenerator(mustValidate(t, cfg), tg, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { g.run(ctx); close(done) }()
-	deadline := time.After(10 * time.Second)
-	for g.sent.Load() < int64(n) {
-		select {
-		case <-deadline:
-			t.Fatalf("only %d of %d requests recorded in 10 s", g.sent.Load(), n)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	eventually(t, 20*time.Second, fmt.Sprintf("%d requests", n), func() bool { return g.sent.Load() >= int64(n) })
 	cancel()
 	<-done
 	return g.take()
@@ -51,62 +76,74 @@ func outcomes(recs []report.Record) map[report.Outcome]int {
 	return m
 }
 
+func server(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// hijack takes the connection from under the server, after the request was read.
+func hijack(w http.ResponseWriter) net.Conn {
+	conn, _, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		panic(err)
+	}
+	return conn
+}
+
 func TestOutcomesAgainstRealServers(t *testing.T) {
-	closedPort := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		_ = l.Close()
-		return "http://" + addr + "/"
-	}
-	server := func(h http.HandlerFunc) string {
-		s := httptest.NewServer(h)
-		t.Cleanup(s.Close)
-		return s.URL + "/"
-	}
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // nothing listens on its port any more
+
 	tests := []struct {
 		name    string
 		url     string
 		timeout string
 		want    report.Outcome
 	}{
-		{"ok", server(func(w http.ResponseWriter, _ *http.Request) {
+		{"ok", server(t, func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("X-Processed-By", "pod-1")
-			_, _ = w.Write([]byte("done"))
-		}), "", report.OK},
-		{"refused", closedPort(), "", report.Refused},
-		{"reset", server(func(w http.ResponseWriter, _ *http.Request) {
-			conn, _, err := w.(http.Hijacker).Hijack()
-			if err == nil {
-				_ = conn.(*net.TCPConn).SetLinger(0) // RST, not FIN
-				_ = conn.Close()
-			}
-		}), "", report.Reset},
-		{"timeout", server(func(_ http.ResponseWriter, r *http.Request) {
-			// the server notices a client going away only once it has read the body
+			_, _ = io.WriteString(w, "done")
+		}).URL, "", report.OK},
+		{"listener closed: refused", closed.URL, "", report.Refused},
+		{"connection reset", server(t, func(w http.ResponseWriter, _ *http.Request) {
+			conn := hijack(w)
+			_ = conn.(*net.TCPConn).SetLinger(0) // RST, not FIN
+			_ = conn.Close()
+		}).URL, "", report.Reset},
+		{"connection closed before the answer", server(t, func(w http.ResponseWriter, _ *http.Request) {
+			_ = hijack(w).Close()
+		}).URL, "", report.Reset},
+		{"body cut short", server(t, func(w http.ResponseWriter, _ *http.Request) {
+			conn := hijack(w)
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Processed-By: pod-1\r\n\r\nonly ten b")
+			_ = conn.Close()
+		}).URL, "", report.Reset},
+		{"slower than the timeout", server(t, func(_ http.ResponseWriter, r *http.Request) {
+			// the server notices the client going away only once it has read the body
 			_, _ = io.Copy(io.Discard, r.Body)
-			select {
-			case <-r.Context().Done():
-			case <-time.After(5 * time.Second):
-			}
-		}), "50ms", report.Timeout},
-		{"5xx", server(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }), "", report.Status5xx},
-		{"4xx is other", server(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) }), "", report.Other},
+			<-r.Context().Done()
+		}).URL, "50ms", report.Timeout},
+		{"503", server(t, func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}).URL, "", report.Status5xx},
+		{"404 is other", server(t, func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusNotFound)
+		}).URL, "", report.Other},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			recs := runFor(t, Config{Path: report.PathService, URL: tt.url, Rate: 200, Timeout: tt.timeout}, fixedTarget(tt.url), 5)
-			got := outcomes(recs)
-			if got[tt.want] != len(recs) {
-				t.Fatalf("outcomes %v, want all %s (first err %q)", got, tt.want, recs[0].Err)
+			f := mustFixed(t, tt.url+"/work")
+			recs := runUntil(t, Config{Path: report.PathService, URL: f.url, Rate: 100, Timeout: tt.timeout}, f, 5)
+			if got := outcomes(recs); got[tt.want] != len(recs) {
+				t.Fatalf("outcomes %v, want all %s (first: %+v)", got, tt.want, recs[0])
 			}
 			r := recs[0]
-			if r.Path != report.PathService || r.Target == "" || r.Start.IsZero() {
+			if r.Path != report.PathService || r.Target != f.hostPort || r.Start.IsZero() {
 				t.Errorf("record lacks path, target or time: %+v", r)
 			}
-			if tt.want == report.OK && (r.Pod != "pod-1" || r.Status != 200 || r.Err != "") {
+			if tt.want == report.OK && (r.Pod != "pod-1" || r.Status != http.StatusOK || r.Err != "" || r.Latency <= 0) {
 				t.Errorf("ok record: %+v", r)
 			}
 			if tt.want != report.OK && r.Err == "" {
@@ -116,230 +153,149 @@ func TestOutcomesAgainstRealServers(t *testing.T) {
 	}
 }
 
-func TestRateIsKeptWhenTheServerIsSlow(t *testing.T) {
+func TestOpenLoopRateAndKeepAlive(t *testing.T) {
 	// 100 ms per answer at 200/s: a closed loop over few connections would send far fewer
 	var mu sync.Mutex
 	conns := map[string]bool{}
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.ContentLength == 0 {
+			w.WriteHeader(http.StatusBadRequest)
+		}
 		mu.Lock()
 		conns[r.RemoteAddr] = true
 		mu.Unlock()
-		time.Sleep(100 * time.Millisecond)
-	}))
-	defer s.Close()
-	cfg := Config{Path: report.PathService, URL: s.URL, Rate: 200, Conns: 32}
-	if err := cfg.validate(0); err != nil {
-		t.Fatal(err)
-	}
-	g := newGenerator(cfg, fixedTarget(s.URL), quiet)
+		time.Sleep(100 * time.Millisecond) // the server's work
+	})
+	cfg := mustValidate(t, Config{Path: report.PathService, URL: s.URL, Rate: 200})
+	g := newGenerator(cfg, mustFixed(t, s.URL), quiet)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	g.run(ctx)
+	g.run(ctx) // returns once the requests in flight at the end have their answers
 	recs := g.take()
 	// generous bounds: the point is open loop, not timing precision
 	if len(recs) < 100 || len(recs) > 300 {
 		t.Errorf("%d requests in 1 s at 200/s", len(recs))
 	}
 	if o := outcomes(recs); o[report.OK] != len(recs) {
-		t.Errorf("outcomes %v", o)
+		t.Errorf("outcomes %v: stopping must not cut the requests in flight", o)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(conns) > 4*cfg.Conns {
+	if len(conns) > len(recs)/2 {
 		t.Errorf("%d connections for %d requests: keep-alive not used", len(conns), len(recs))
 	}
 }
 
+func TestInFlightCap(t *testing.T) {
+	release := make(chan struct{})
+	var now, peak atomic.Int64
+	s := server(t, func(_ http.ResponseWriter, r *http.Request) {
+		n := now.Add(1)
+		defer now.Add(-1)
+		storeMax(&peak, n)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	cfg := mustValidate(t, Config{Path: report.PathService, URL: s.URL, Rate: 200, MaxInFlight: 3})
+	g := newGenerator(cfg, mustFixed(t, s.URL), quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.run(ctx); close(done) }()
+	eventually(t, 20*time.Second, "requests beyond the cap", func() bool { return g.failed.Load() >= 5 })
+	cancel()
+	close(release)
+	<-done
+	recs := g.take()
+	// the requests held by the server end ok; one sent as the run stopped may join them
+	if o := outcomes(recs); o[report.OK] < 3 || o[report.Other] < 5 || o[report.OK]+o[report.Other] != len(recs) {
+		t.Errorf("outcomes %v, want 3 ok and the rest other", o)
+	}
+	for _, r := range recs {
+		if r.Outcome == report.Other && r.Err != errOverloaded {
+			t.Errorf("refused by the cap, but: %+v", r)
+		}
+	}
+	if p := peak.Load(); p > 3 {
+		t.Errorf("%d requests in flight at once, cap 3", p)
+	}
+}
+
+func storeMax(v *atomic.Int64, n int64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
 func TestClassify(t *testing.T) {
+	opErr := func(op string, err error) error {
+		return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(op, err)}
+	}
 	tests := []struct {
+		name   string
 		err    error
 		status int
 		want   report.Outcome
 	}{
-		{nil, 200, report.OK},
-		{nil, 204, report.OK},
-		{nil, 500, report.Status5xx},
-		{nil, 503, report.Status5xx},
-		{nil, 429, report.Other},
-		{context.DeadlineExceeded, 0, report.Timeout},
-		{io.ErrUnexpectedEOF, 0, report.Reset},
-		{fmt.Errorf("Post: %w", io.EOF), 0, report.Reset},
-		{fmt.Errorf("http: server closed idle connection"), 0, report.Reset},
-		{fmt.Errorf("something else"), 0, report.Other},
+		{"200", nil, 200, report.OK},
+		{"204", nil, 204, report.OK},
+		{"500", nil, 500, report.Status5xx},
+		{"503", nil, 503, report.Status5xx},
+		{"429", nil, 429, report.Other},
+		{"404", nil, 404, report.Other},
+		{"301 not followed", nil, 301, report.Other},
+		{"refused", fmt.Errorf("Post: %w", opErr("dial", syscall.ECONNREFUSED)), 0, report.Refused},
+		{"reset on read", fmt.Errorf("Post: %w", opErr("read", syscall.ECONNRESET)), 0, report.Reset},
+		{"broken pipe", fmt.Errorf("Post: %w", opErr("write", syscall.EPIPE)), 0, report.Reset},
+		{"EOF", fmt.Errorf("Post: %w", io.EOF), 0, report.Reset},
+		{"body cut", io.ErrUnexpectedEOF, 200, report.Reset},
+		{"idle connection closed", errors.New("Post: http: server closed idle connection"), 0, report.Reset},
+		{"context deadline", fmt.Errorf("Post: %w", context.DeadlineExceeded), 0, report.Timeout},
+		{"dial timeout", opErr("dial", os.ErrDeadlineExceeded), 0, report.Timeout},
+		{"no route", opErr("dial", syscall.EHOSTUNREACH), 0, report.Other},
+		{"canceled", context.Canceled, 0, report.Other},
+		{"anything else", errors.New("something else"), 0, report.Other},
 	}
 	for _, tt := range tests {
 		if got := classify(tt.err, tt.status); got != tt.want {
-			t.Errorf("classify(%v, %d) = %s, want %s", tt.err, tt.status, got, tt.want)
+			t.Errorf("%s: classify(%v, %d) = %s, want %s", tt.name, tt.err, tt.status, got, tt.want)
 		}
 	}
 }
 
-// fakeConsul answers /v1/health/service/web like Consul: blocking on ?index until the instance
-// list changes.
-type fakeConsul struct {
-	mu      sync.Mutex
-	index   uint64
-	addrs   []string
-	changed chan struct{}
-}
-
-func (f *fakeConsul) set(addrs ...string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.index++
-	f.addrs = addrs
-	close(f.changed)
-	f.changed = make(chan struct{})
-}
-
-func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/health/service/web" || r.URL.Query().Get("passing") == "" {
-		http.Error(w, "unexpected "+r.URL.String(), http.StatusBadRequest)
-		return
+func TestFixedTarget(t *testing.T) {
+	tests := []struct{ url, hostPort string }{
+		{"http://web.ns.svc.cluster.local/work", "web.ns.svc.cluster.local:80"},
+		{"https://web/", "web:443"},
+		{"http://10.96.0.10:8080/work", "10.96.0.10:8080"},
+		{"http://[fd00::1]/", "[fd00::1]:80"},
+		{"nope", ""},
+		{"ftp://web/", ""},
+		{"http:///work", ""},
 	}
-	want, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
-	f.mu.Lock()
-	for f.index <= want {
-		ch := f.changed
-		f.mu.Unlock()
-		select {
-		case <-ch:
-		case <-r.Context().Done():
-			return
+	for _, tt := range tests {
+		f, err := fixedTarget(tt.url)
+		if (err == nil) != (tt.hostPort != "") || f.hostPort != tt.hostPort {
+			t.Errorf("fixedTarget(%q) = %q, %v; want %q", tt.url, f.hostPort, err, tt.hostPort)
 		}
-		f.mu.Lock()
-	}
-	var entries []map[string]any
-	for _, a := range f.addrs {
-		host, port, _ := net.SplitHostPort(a)
-		p, _ := strconv.Atoi(port)
-		entries = append(entries, map[string]any{"Node": map[string]any{"Address": "10.0.0.1"}, "Service": map[string]any{"Address": host, "Port": p}})
-	}
-	idx := f.index
-	f.mu.Unlock()
-	w.Header().Set("X-Consul-Index", strconv.FormatUint(idx, 10))
-	_ = json.NewEncoder(w).Encode(entries)
-}
-
-func TestConsulPathFollowsTheInstanceList(t *testing.T) {
-	backend := func(name string) (string, *httptest.Server) {
-		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/work" {
-				w.WriteHeader(http.StatusNotFound)
-			}
-			w.Header().Set("X-Processed-By", name)
-		}))
-		t.Cleanup(s.Close)
-		return strings.TrimPrefix(s.URL, "http://"), s
-	}
-	a, _ := backend("a")
-	b, _ := backend("b")
-	c, _ := backend("c")
-	fc := &fakeConsul{changed: make(chan struct{})}
-	fc.set(a, b)
-	cs := httptest.NewServer(fc)
-	defer cs.Close()
-
-	cfg := Config{Path: report.PathConsul, ConsulAddr: cs.URL, Service: "web", URLPath: "/work", Rate: 200}
-	if err := cfg.validate(0); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	tg, err := watchConsul(ctx, cfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-tg.ready
-	first := runFor(t, cfg, tg, 20)
-	fc.set(c) // a and b leave, c arrives: a blocking query brings the change
-	deadline := time.After(5 * time.Second)
-	for {
-		if u, _ := tg.next(); strings.Contains(u, c) {
-			break
-		}
-		select {
-		case <-deadline:
-			t.Fatal("the new instance list never arrived")
-		case <-time.After(time.Millisecond):
-		}
-	}
-	second := runFor(t, cfg, tg, 20)
-	pods := func(recs []report.Record) map[string]int {
-		m := map[string]int{}
-		for _, r := range recs {
-			if r.Outcome != report.OK {
-				t.Errorf("failed: %+v", r)
-			}
-			m[r.Pod]++
-		}
-		return m
-	}
-	if p := pods(first); p["a"] == 0 || p["b"] == 0 || p["c"] != 0 {
-		t.Errorf("before the change, served by %v; want a and b", p)
-	}
-	if p := pods(second); p["c"] != len(second) {
-		t.Errorf("after the change, served by %v; want only c", p)
 	}
 }
 
-func TestControlAPI(t *testing.T) {
-	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	defer target.Close()
-	api := httptest.NewServer(newControl(context.Background(), quiet))
-	defer api.Close()
-	post := func(path, body string) (int, string) {
-		resp, err := http.Post(api.URL+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+func TestValidateDefaults(t *testing.T) {
+	c := mustValidate(t, Config{Path: report.PathConsul, ConsulAddr: "http://consul:8500", Service: "web", Rate: 100})
+	if c.Method != http.MethodPost || c.Conns != 32 || c.timeout != 5*time.Second || c.URLPath != "/" || c.MaxInFlight != 532 {
+		t.Errorf("defaults: %+v", c)
 	}
-	start := fmt.Sprintf(`{"name":"r1","generators":[{"path":"service","url":%q,"rate":200}]}`, target.URL)
-
-	bad := []struct{ body, field string }{
-		{`{"name":"","generators":[]}`, "name"},
-		{`{"name":"x","generators":[]}`, "generators"},
-		{`{"name":"x","generators":[{"path":"service","url":"nope","rate":1}]}`, "generators[0].url"},
-		{`{"name":"x","generators":[{"path":"dns","rate":1}]}`, "generators[0].path"},
-		{`{"name":"x","generators":[{"path":"consul","consulAddr":"http://c:8500","rate":1}]}`, "generators[0].service"},
-		{`{"name":"x","generators":[{"path":"service","url":"http://a/","rate":0}]}`, "generators[0].rate"},
-		{`{"name":"x","generators":[{"path":"service","url":"http://a/","rate":1,"timeout":"soon"}]}`, "generators[0].timeout"},
-		{`{"name":"x","bogus":1}`, "bogus"},
+	c = mustValidate(t, Config{Path: report.PathService, URL: "http://web/", Rate: 10, Timeout: "2s", Conns: 4, MaxInFlight: 7, Method: "GET"})
+	if c.timeout != 2*time.Second || c.MaxInFlight != 7 || c.Method != http.MethodGet {
+		t.Errorf("given values not kept: %+v", c)
 	}
-	for _, b := range bad {
-		code, msg := post("/start", b.body)
-		if code != http.StatusBadRequest || !strings.Contains(msg, b.field) || strings.Count(strings.TrimSpace(msg), "\n") > 0 {
-			t.Errorf("start %s: %d %q, want 400 naming %s on one line", b.body, code, msg, b.field)
-		}
-	}
-	if code, msg := post("/start", start); code != http.StatusAccepted {
-		t.Fatalf("start: %d %s", code, msg)
-	}
-	if code, _ := post("/start", start); code != http.StatusConflict {
-		t.Errorf("second start of r1: %d, want 409", code)
-	}
-	resp, err := http.Get(api.URL + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st map[string][]struct{ Sent int64 }
-	_ = json.NewDecoder(resp.Body).Decode(&st)
-	resp.Body.Close()
-	if len(st["r1"]) != 1 {
-		t.Errorf("status: %v", st)
-	}
-	code, body := post("/stop?name=r1", "")
-	if code != http.StatusOK {
-		t.Fatalf("stop: %d %s", code, body)
-	}
-	var out struct{ Records []report.Record }
-	if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Records) == 0 || out.Records[0].Outcome != report.OK {
-		t.Errorf("stop answer: %v, %d records", err, len(out.Records))
-	}
-	if code, _ := post("/stop?name=r1", ""); code != http.StatusNotFound {
-		t.Errorf("stop of a stopped run: %d, want 404", code)
+	if err := (&Config{Path: report.PathService, URL: "http://web/", Rate: 10, Method: "get it"}).validate(3); err == nil ||
+		!strings.HasPrefix(err.Error(), "generators[3].method:") {
+		t.Errorf("bad method: %v", err)
 	}
 }

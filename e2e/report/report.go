@@ -4,12 +4,13 @@
 package report
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -27,7 +28,7 @@ const (
 // Outcome classifies a request.
 type Outcome string
 
-// Outcomes: OK is any 2xx with its whole body; the rest are failures.
+// Outcomes: OK is a 2xx answer read to its end; the rest are failures.
 const (
 	OK        Outcome = "ok"
 	Refused   Outcome = "refused"
@@ -40,39 +41,40 @@ const (
 // FailureClasses lists the failure outcomes in report order.
 var FailureClasses = []Outcome{Refused, Reset, Timeout, Status5xx, Other}
 
-// Record is one request.
+// Record is one request. Its JSON is compact (a run holds tens of thousands): short keys, the
+// start as Unix nanoseconds, the latency as nanoseconds.
 type Record struct {
 	Path    Path          `json:"p"`
-	Start   time.Time     `json:"-"`
+	Start   time.Time     `json:"-"` // as "t0", see MarshalJSON
 	Latency time.Duration `json:"l"`
 	Outcome Outcome       `json:"o"`
-	Status  int           `json:"s,omitempty"`
+	Status  int           `json:"s,omitempty"`   // HTTP status, 0 when none
 	Pod     string        `json:"pod,omitempty"` // X-Processed-By: the pod that served it
 	Target  string        `json:"t,omitempty"`   // host:port the request went to
-	Err     string        `json:"e,omitempty"`
+	Err     string        `json:"e,omitempty"`   // failures only
 }
 
+// recordJSON has Record's fields without its methods, so the methods below can embed it.
 type recordJSON Record
+
+type recordWire struct {
+	Start int64 `json:"t0"`
+	recordJSON
+}
 
 // MarshalJSON writes Start as Unix nanoseconds: compact, and exact to the nanosecond.
 func (r Record) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		T int64 `json:"t0"`
-		recordJSON
-	}{r.Start.UnixNano(), recordJSON(r)})
+	return json.Marshal(recordWire{r.Start.UnixNano(), recordJSON(r)})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
 func (r *Record) UnmarshalJSON(b []byte) error {
-	var v struct {
-		T int64 `json:"t0"`
-		recordJSON
-	}
+	var v recordWire
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
 	*r = Record(v.recordJSON)
-	r.Start = time.Unix(0, v.T)
+	r.Start = time.Unix(0, v.Start)
 	return nil
 }
 
@@ -83,7 +85,7 @@ type Drain struct {
 	Exited  time.Time `json:"exited"`
 }
 
-// Sample is the number of ready pods from T on.
+// Sample is the number of ready pods of the workload from T on.
 type Sample struct {
 	T     time.Time `json:"t"`
 	Ready int       `json:"ready"`
@@ -91,18 +93,21 @@ type Sample struct {
 
 // Run is one scenario run of one variant.
 type Run struct {
-	Scenario  string    `json:"scenario"`
-	Variant   string    `json:"variant"`
+	Scenario  string    `json:"scenario"` // e.g. rolling-update
+	Variant   string    `json:"variant"`  // e.g. lastcall, control, sleep-5
 	Iteration int       `json:"iteration"`
 	Start     time.Time `json:"start"` // the change was applied
-	End       time.Time `json:"end"`   // the rollout settled and every retired pod had exited
+	End       time.Time `json:"end"`   // the rollout settled
 	Records   []Record  `json:"records"`
 	Drains    []Drain   `json:"drains"`
 	Ready     []Sample  `json:"ready"`
 }
 
-// Name identifies the run in file names.
-func (r Run) Name() string { return fmt.Sprintf("%s-%s-%d", r.Scenario, r.Variant, r.Iteration) }
+// Name identifies the run in file names: <scenario>-<variant>-<iteration>.
+func (r Run) Name() string {
+	safe := strings.NewReplacer("/", "_", `\`, "_", " ", "_")
+	return safe.Replace(fmt.Sprintf("%s-%s-%d", r.Scenario, r.Variant, r.Iteration))
+}
 
 // Summary is one run's numbers on one path.
 type Summary struct {
@@ -110,13 +115,14 @@ type Summary struct {
 	Iteration              int
 	Path                   Path
 	Requests, Failed       int
-	Failures               map[Outcome]int // failure outcomes only
+	Failures               map[Outcome]int // by failure class; never OK
 	LatencyP50, LatencyP99 time.Duration   // of the successful requests
-	DrainP50, DrainMax     time.Duration
-	Rollout                time.Duration
+	DrainP50, DrainMax     time.Duration   // deletion seen → container exit
+	Rollout                time.Duration   // End - Start
 }
 
-// Summarize returns one Summary per path in r's records, in path order.
+// Summarize returns one Summary per path in r's records: service, consul, then any other
+// path by name. A run without records has none.
 func Summarize(r Run) []Summary {
 	byPath := map[Path][]Record{}
 	for _, rec := range r.Records {
@@ -124,20 +130,25 @@ func Summarize(r Run) []Summary {
 	}
 	var drains []time.Duration
 	for _, d := range r.Drains {
-		drains = append(drains, d.Exited.Sub(d.Deleted))
+		if !d.Deleted.IsZero() && !d.Exited.IsZero() {
+			drains = append(drains, d.Exited.Sub(d.Deleted))
+		}
 	}
-	sort.Slice(drains, func(i, j int) bool { return drains[i] < drains[j] })
-	var rollout time.Duration
+	slices.Sort(drains)
+	var drainMax, rollout time.Duration
+	if len(drains) > 0 {
+		drainMax = drains[len(drains)-1]
+	}
 	if !r.Start.IsZero() && r.End.After(r.Start) {
 		rollout = r.End.Sub(r.Start)
 	}
-	var out []Summary
+
+	out := make([]Summary, 0, len(byPath))
 	for p, recs := range byPath {
-		s := Summary{Scenario: r.Scenario, Variant: r.Variant, Iteration: r.Iteration, Path: p,
-			Requests: len(recs), Failures: map[Outcome]int{}, Rollout: rollout,
-			DrainP50: Percentile(drains, 50)}
-		if len(drains) > 0 {
-			s.DrainMax = drains[len(drains)-1]
+		s := Summary{
+			Scenario: r.Scenario, Variant: r.Variant, Iteration: r.Iteration, Path: p,
+			Requests: len(recs), Failures: map[Outcome]int{},
+			DrainP50: percentile(drains, 50), DrainMax: drainMax, Rollout: rollout,
 		}
 		var lat []time.Duration
 		for _, rec := range recs {
@@ -146,29 +157,48 @@ func Summarize(r Run) []Summary {
 				continue
 			}
 			s.Failed++
-			s.Failures[rec.Outcome]++
+			s.Failures[failureClass(rec.Outcome)]++
 		}
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		s.LatencyP50, s.LatencyP99 = Percentile(lat, 50), Percentile(lat, 99)
+		slices.Sort(lat)
+		s.LatencyP50, s.LatencyP99 = percentile(lat, 50), percentile(lat, 99)
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Path > out[j].Path }) // service, then consul
+	slices.SortFunc(out, func(a, b Summary) int {
+		return cmp.Or(cmp.Compare(pathRank(a.Path), pathRank(b.Path)), cmp.Compare(a.Path, b.Path))
+	})
 	return out
 }
 
-// Percentile of sorted values (nearest rank); 0 for none.
-func Percentile(sorted []time.Duration, p int) time.Duration {
+// failureClass keeps the table's columns adding up to "failed": an outcome the report does
+// not know is counted as other.
+func failureClass(o Outcome) Outcome {
+	if slices.Contains(FailureClasses, o) {
+		return o
+	}
+	return Other
+}
+
+func pathRank(p Path) int {
+	switch p {
+	case PathService:
+		return 0
+	case PathConsul:
+		return 1
+	}
+	return 2
+}
+
+// percentile of sorted values, nearest rank; 0 for none.
+func percentile(sorted []time.Duration, p int) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
 	i := (p*len(sorted) + 99) / 100 // ceil(p/100 · n), 1-based
-	if i < 1 {
-		i = 1
-	}
-	return sorted[i-1]
+	return sorted[max(i, 1)-1]
 }
 
-// Markdown writes one table per scenario, rows in the order given.
+// Markdown writes title and one table per scenario (in order of first appearance), a row per
+// summary in the order given.
 func Markdown(w io.Writer, title string, sums []Summary) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n", title)
@@ -182,33 +212,38 @@ func Markdown(w io.Writer, title string, sums []Summary) error {
 	}
 	for _, sc := range order {
 		fmt.Fprintf(&b, "\n## %s\n\n", sc)
-		b.WriteString("| variant | run | path | requests | failed | refused | reset | timeout | 5xx | other | latency p50 | p99 | drain p50 | drain max | rollout |\n")
-		b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		b.WriteString("| variant | run | path | requests | failed | refused | reset | timeout | 5xx | other | latency p50 | latency p99 | drain p50 | drain max | rollout |\n")
+		b.WriteString("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, s := range byScenario[sc] {
 			fmt.Fprintf(&b, "| %s | %d | %s | %d | **%d** |", s.Variant, s.Iteration, s.Path, s.Requests, s.Failed)
 			for _, o := range FailureClasses {
 				fmt.Fprintf(&b, " %d |", s.Failures[o])
 			}
-			fmt.Fprintf(&b, " %s | %s | %s | %s | %s |\n", Human(s.LatencyP50), Human(s.LatencyP99), Human(s.DrainP50), Human(s.DrainMax), Human(s.Rollout))
+			fmt.Fprintf(&b, " %s | %s | %s | %s | %s |\n",
+				human(s.LatencyP50), human(s.LatencyP99), human(s.DrainP50), human(s.DrainMax), human(s.Rollout))
 		}
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write markdown: %w", err)
+	}
+	return nil
 }
 
-// Human prints a duration in ms below 10 s, else in s, one decimal.
-func Human(d time.Duration) string {
-	if d == 0 {
+// human prints a duration in ms below 10 s, else in s, with one decimal; "–" for none.
+func human(d time.Duration) string {
+	switch {
+	case d == 0:
 		return "–"
-	}
-	if d < 10*time.Second {
+	case d < 10*time.Second:
 		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.1f s", d.Seconds())
 	}
-	return fmt.Sprintf("%.1f s", d.Seconds())
 }
 
-// WriteFiles writes dir/report.md (every run's tables), and per run dir/<name>.png (timeline)
-// and dir/<name>.json (the run, for Load). It returns report.md's path.
+// WriteFiles writes dir/report.md (a header and every run's tables), and per run
+// dir/<name>.png (its timeline) and dir/<name>.json (the run, for Load), name being Run.Name.
+// It returns report.md's path.
 func WriteFiles(dir string, runs []Run) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("report dir: %w", err)
@@ -216,10 +251,11 @@ func WriteFiles(dir string, runs []Run) (string, error) {
 	var sums []Summary
 	for _, r := range runs {
 		sums = append(sums, Summarize(r)...)
-		if err := writeFile(filepath.Join(dir, r.Name()+".json"), func(w io.Writer) error { return json.NewEncoder(w).Encode(r) }); err != nil {
+		base := filepath.Join(dir, r.Name())
+		if err := writeFile(base+".json", func(w io.Writer) error { return json.NewEncoder(w).Encode(r) }); err != nil {
 			return "", err
 		}
-		if err := writeFile(filepath.Join(dir, r.Name()+".png"), func(w io.Writer) error { return WriteTimeline(w, r) }); err != nil {
+		if err := writeFile(base+".png", func(w io.Writer) error { return WriteTimeline(w, r) }); err != nil {
 			return "", err
 		}
 	}
@@ -228,10 +264,15 @@ func WriteFiles(dir string, runs []Run) (string, error) {
 		if err := Markdown(w, "lastcall e2e report", sums); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(w, "\nFailed requests by class; latency of the successful ones; drain = deletion seen → container exit seen; rollout = change applied → last retired pod exited and every wanted pod ready. Timelines: `<scenario>-<variant>-<run>.png`.\n")
+		_, err := io.WriteString(w, "\nFailed requests by class; latency of the successful ones; "+
+			"drain = deletion seen → container exit seen; rollout = change applied → rollout settled. "+
+			"Per run: `<scenario>-<variant>-<run>.png` (timeline) and `.json` (raw data).\n")
 		return err
 	})
-	return md, err
+	if err != nil {
+		return "", err
+	}
+	return md, nil
 }
 
 func writeFile(path string, fill func(io.Writer) error) error {
@@ -241,20 +282,23 @@ func writeFile(path string, fill func(io.Writer) error) error {
 	}
 	if err := fill(f); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("report %s: %w", filepath.Base(path), err)
+		return fmt.Errorf("report %s: %w", path, err)
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("report %s: %w", path, err)
+	}
+	return nil
 }
 
-// Load reads a run WriteFiles saved.
+// Load reads a run that WriteFiles saved as JSON.
 func Load(path string) (Run, error) {
 	var r Run
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return r, err
+		return Run{}, fmt.Errorf("load run: %w", err)
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("%s: %w", path, err)
+		return Run{}, fmt.Errorf("load run %s: %w", path, err)
 	}
 	return r, nil
 }

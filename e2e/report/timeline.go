@@ -7,6 +7,9 @@ import (
 	"image/draw"
 	"image/png"
 	"io"
+	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/image/font"
@@ -14,160 +17,280 @@ import (
 	"golang.org/x/image/math/fixed"
 )
 
-// Timeline colours, also what the tests look for.
+// Timeline colours; red is used for failures only, which is what the tests look for.
 var (
-	ColorOK      = color.RGBA{0x3c, 0xa0, 0x3c, 0xff}
-	ColorFailed  = color.RGBA{0xe0, 0x20, 0x20, 0xff}
-	ColorReady   = color.RGBA{0x20, 0x50, 0xd0, 0xff}
-	ColorDeleted = color.RGBA{0x90, 0x90, 0x90, 0xff}
-	ColorExited  = color.RGBA{0xf0, 0x90, 0x10, 0xff}
-	colorAxis    = color.RGBA{0x30, 0x30, 0x30, 0xff}
-	colorGrid    = color.RGBA{0xe4, 0xe4, 0xe4, 0xff}
+	colorOK      = color.RGBA{0x4c, 0xaf, 0x50, 0xff}
+	colorFailed  = color.RGBA{0xe5, 0x1c, 0x23, 0xff}
+	colorReady   = color.RGBA{0x1e, 0x50, 0xd2, 0xff}
+	colorDeleted = color.RGBA{0x8c, 0x8c, 0x8c, 0xff}
+	colorExited  = color.RGBA{0xf5, 0x8c, 0x0a, 0xff}
+	colorText    = color.RGBA{0x28, 0x28, 0x28, 0xff}
+	colorGrid    = color.RGBA{0xe6, 0xe6, 0xe6, 0xff}
 )
 
-// Geometry of the plot area inside the image.
 const (
-	width, height                      = 1200, 500
-	marginL, marginR, marginT, marginB = 60, 60, 50, 50
+	imgW, imgH = 1200, 500
+	// the plot area; room above for the title and legend, below for the time axis, on the
+	// sides for the two scales
+	plotL, plotR, plotT, plotB = 70, imgW - 60, 64, imgH - 46
+
+	margin     = 5 * time.Second // shown before Start and after End
+	maxSpan    = 6 * time.Hour   // beyond this the run's times are broken; draw the first part
+	minFailedH = 4               // px: one failed request must show
+	glyphW     = 7               // basicfont.Face7x13
 )
 
-// timeline is a run cut into one-second buckets.
+// timeline is a run cut into one-second buckets, and the scales to draw it with.
 type timeline struct {
-	from       time.Time
-	secs       int
-	ok, failed []int
-	maxRate    int
-	maxReady   int
+	from      time.Time // left edge, a whole second
+	secs      int
+	ok, fail  []int
+	rateMax   int // top of the left scale, a round number
+	rateStep  int
+	readyMax  int // top of the right scale
+	zero      time.Time
+	zeroLabel string // what time ticks count from
 }
 
-func bucketize(r Run) timeline {
-	from, to := r.Start.Add(-5*time.Second), r.End.Add(5*time.Second)
-	for _, rec := range r.Records {
-		if rec.Start.Before(from) {
-			from = rec.Start
+func newTimeline(r Run) timeline {
+	var lo, hi time.Time
+	extend := func(t time.Time) {
+		if t.IsZero() {
+			return
 		}
-		if rec.Start.After(to) {
-			to = rec.Start
+		if lo.IsZero() || t.Before(lo) {
+			lo = t
+		}
+		if hi.IsZero() || t.After(hi) {
+			hi = t
 		}
 	}
-	from = from.Truncate(time.Second)
-	t := timeline{from: from, secs: int(to.Sub(from)/time.Second) + 1}
-	t.ok, t.failed = make([]int, t.secs), make([]int, t.secs)
+	if !r.Start.IsZero() {
+		extend(r.Start.Add(-margin))
+	}
+	if !r.End.IsZero() {
+		extend(r.End.Add(margin))
+	}
 	for _, rec := range r.Records {
-		i := int(rec.Start.Sub(from) / time.Second)
-		if i < 0 || i >= t.secs {
-			continue
-		}
-		if rec.Outcome == OK {
+		extend(rec.Start)
+	}
+	for _, d := range r.Drains {
+		extend(d.Deleted)
+		extend(d.Exited)
+	}
+	if lo.IsZero() {
+		lo = time.Unix(0, 0)
+	}
+	if hi.Before(lo.Add(10 * time.Second)) {
+		hi = lo.Add(10 * time.Second)
+	}
+	if hi.After(lo.Add(maxSpan)) {
+		hi = lo.Add(maxSpan)
+	}
+
+	t := timeline{from: lo.Truncate(time.Second), zero: r.Start, zeroLabel: "seconds since the change"}
+	if t.zero.IsZero() {
+		t.zero, t.zeroLabel = t.from, "seconds"
+	}
+	t.secs = int(hi.Sub(t.from)/time.Second) + 1
+	t.ok, t.fail = make([]int, t.secs), make([]int, t.secs)
+	for _, rec := range r.Records {
+		i, ok := t.bucket(rec.Start)
+		switch {
+		case !ok:
+		case rec.Outcome == OK:
 			t.ok[i]++
-		} else {
-			t.failed[i]++
+		default:
+			t.fail[i]++
 		}
 	}
-	t.maxRate = 1
+	peak := 1
 	for i := range t.ok {
-		t.maxRate = max(t.maxRate, t.ok[i]+t.failed[i])
+		peak = max(peak, t.ok[i]+t.fail[i])
 	}
+	t.rateStep = niceStep(peak, 5)
+	t.rateMax = (peak + t.rateStep - 1) / t.rateStep * t.rateStep
 	for _, s := range r.Ready {
-		t.maxReady = max(t.maxReady, s.Ready)
+		t.readyMax = max(t.readyMax, s.Ready)
 	}
-	t.maxReady = max(t.maxReady+1, 2)
+	t.readyMax = max(t.readyMax+1, 2)
 	return t
 }
 
-// x is the pixel column of time at.
-func (t timeline) x(at time.Time) int {
-	plotW := width - marginL - marginR
-	return marginL + int(float64(plotW)*at.Sub(t.from).Seconds()/float64(t.secs))
+// bucket is the one-second bucket at holds.
+func (t timeline) bucket(at time.Time) (int, bool) {
+	if at.Before(t.from) {
+		return 0, false
+	}
+	i := int(at.Sub(t.from) / time.Second)
+	return i, i < t.secs
 }
 
-// WriteTimeline draws a run as a PNG: requests per second (successful green, failed red on top,
-// every failed second at least 3 px high), ready pods (blue, right axis), and a mark per retired
-// pod when its deletion was seen (grey) and when it exited (orange).
-func WriteTimeline(w io.Writer, r Run) error {
-	t := bucketize(r)
-	img := image.NewRGBA(image.Rect(0, 0, width, height))
-	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	plotH := height - marginT - marginB
-	bottom := height - marginB
-	y := func(v, maxV int) int { return bottom - plotH*v/maxV }
+// x is the pixel column of at.
+func (t timeline) x(at time.Time) int {
+	frac := at.Sub(t.from).Seconds() / float64(t.secs)
+	return plotL + int(math.Floor(float64(plotR-plotL)*frac))
+}
 
-	// horizontal grid at quarters of the rate scale, labelled on the left
-	for q := 0; q <= 4; q++ {
-		v := t.maxRate * q / 4
-		hline(img, marginL, width-marginR, y(v, t.maxRate), colorGrid)
-		text(img, 4, y(v, t.maxRate)+4, fmt.Sprintf("%d/s", v), colorAxis)
+// columns are the pixel columns of bucket i's bar: a gap between bars when they are wide
+// enough, never less than one column.
+func (t timeline) columns(i int) (x0, x1 int) {
+	x0 = t.x(t.from.Add(time.Duration(i) * time.Second))
+	x1 = t.x(t.from.Add(time.Duration(i+1) * time.Second))
+	if x1-x0 >= 4 {
+		x0, x1 = x0+1, x1-1
 	}
-	// bars
-	for i := 0; i < t.secs; i++ {
-		x0, x1 := t.x(t.from.Add(time.Duration(i)*time.Second))+1, t.x(t.from.Add(time.Duration(i+1)*time.Second))-1
-		if x1 < x0 {
-			x1 = x0
-		}
-		okTop := y(t.ok[i], t.maxRate)
-		fill(img, x0, okTop, x1, bottom, ColorOK)
-		if t.failed[i] > 0 {
-			h := max(plotH*t.failed[i]/t.maxRate, 3)
-			fill(img, x0, okTop-h, x1, okTop, ColorFailed)
-		}
+	return x0, max(x1, x0+1)
+}
+
+func yOf(v, top int) int { return plotB - (plotB-plotT)*v/top }
+
+// WriteTimeline draws r as a PNG: requests per one-second bucket (successful green, failed red
+// on top, at least a few pixels high and marked under the axis so a single failure shows),
+// ready pods as a blue step line on the right-hand scale, and a grey mark where each retired
+// pod's deletion was seen and an orange one where it exited.
+func WriteTimeline(w io.Writer, r Run) error {
+	t := newTimeline(r)
+	img := image.NewRGBA(image.Rect(0, 0, imgW, imgH))
+	plot := image.Rect(plotL, plotT, plotR, plotB)
+	fill(img, img.Bounds(), color.White)
+
+	// left scale: requests per second
+	for v := 0; v <= t.rateMax; v += t.rateStep {
+		y := yOf(v, t.rateMax)
+		fill(img, image.Rect(plotL, y, plotR, y+1), colorGrid)
+		label := fmt.Sprintf("%d/s", v)
+		text(img, plotL-8-glyphW*len(label), y+4, label, colorText)
 	}
-	// drain marks
-	for _, d := range r.Drains {
-		vline(img, t.x(d.Deleted), marginT, bottom, ColorDeleted)
-		vline(img, t.x(d.Exited), marginT, bottom, ColorExited)
-	}
-	// ready pods, a step line two pixels thick
-	for i, s := range r.Ready {
-		end := r.End.Add(5 * time.Second)
-		if i+1 < len(r.Ready) {
-			end = r.Ready[i+1].T
-		}
-		yy := y(s.Ready, t.maxReady)
-		fill(img, t.x(s.T), yy-1, t.x(end), yy+1, ColorReady)
-		if i+1 < len(r.Ready) {
-			y2 := y(r.Ready[i+1].Ready, t.maxReady)
-			fill(img, t.x(end)-1, min(yy, y2), t.x(end)+1, max(yy, y2), ColorReady)
-		}
-	}
-	for v := 0; v <= t.maxReady; v++ {
-		text(img, width-marginR+6, y(v, t.maxReady)+4, fmt.Sprintf("%d", v), ColorReady)
-	}
-	// axes, time ticks every 5 s relative to the change
-	hline(img, marginL, width-marginR, bottom, colorAxis)
-	vline(img, marginL, marginT, bottom, colorAxis)
-	for s := -5 * time.Second; r.Start.Add(s).Before(t.from.Add(time.Duration(t.secs) * time.Second)); s += 5 * time.Second {
-		at := r.Start.Add(s)
-		if at.Before(t.from) {
+	// successful requests
+	for i := range t.secs {
+		if t.ok[i] == 0 {
 			continue
 		}
-		x := t.x(at)
-		vline(img, x, bottom, bottom+5, colorAxis)
-		text(img, x-8, bottom+18, fmt.Sprintf("%+.0fs", s.Seconds()), colorAxis)
+		x0, x1 := t.columns(i)
+		fill(img, image.Rect(x0, yOf(t.ok[i], t.rateMax), x1, plotB), colorOK)
 	}
-	text(img, marginL, 20, fmt.Sprintf("%s · %s · run %d", r.Scenario, r.Variant, r.Iteration), colorAxis)
-	legend := []struct {
+	// ready pods: a step line, two pixels thick, on the right-hand scale
+	ready := slices.Clone(r.Ready)
+	slices.SortStableFunc(ready, func(a, b Sample) int { return a.T.Compare(b.T) })
+	for i, s := range ready {
+		y := yOf(s.Ready, t.readyMax)
+		x1 := plotR
+		if i+1 < len(ready) {
+			x1 = t.x(ready[i+1].T)
+			y2 := yOf(ready[i+1].Ready, t.readyMax)
+			fill(img, image.Rect(x1-1, min(y, y2)-1, x1+1, max(y, y2)+1).Intersect(plot), colorReady)
+		}
+		fill(img, image.Rect(t.x(s.T), y-1, x1, y+1).Intersect(plot), colorReady)
+	}
+	readyStep := niceStep(t.readyMax, 8)
+	for v := 0; v <= t.readyMax; v += readyStep {
+		text(img, plotR+8, yOf(v, t.readyMax)+4, fmt.Sprint(v), colorReady)
+	}
+	text(img, plotR+4, plotT-8, "ready", colorReady)
+	// drains
+	for _, d := range r.Drains {
+		for _, m := range []struct {
+			at time.Time
+			c  color.Color
+		}{{d.Deleted, colorDeleted}, {d.Exited, colorExited}} {
+			if !m.at.IsZero() {
+				x := t.x(m.at)
+				fill(img, image.Rect(x, plotT, x+1, plotB).Intersect(plot), m.c)
+			}
+		}
+	}
+	// failed requests last, so nothing covers them; and a mark under the axis
+	for i := range t.secs {
+		if t.fail[i] == 0 {
+			continue
+		}
+		x0, x1 := t.columns(i)
+		okTop := yOf(t.ok[i], t.rateMax)
+		h := max((plotB-plotT)*t.fail[i]/t.rateMax, minFailedH)
+		fill(img, image.Rect(x0, okTop-h, x1, okTop), colorFailed)
+		fill(img, image.Rect(x0, plotB+2, x1, plotB+6), colorFailed)
+	}
+
+	// axes and time ticks
+	fill(img, image.Rect(plotL, plotB, plotR, plotB+1), colorText)
+	fill(img, image.Rect(plotL, plotT, plotL+1, plotB), colorText)
+	fill(img, image.Rect(plotR, plotT, plotR+1, plotB), colorText)
+	pxPerSec := float64(plotR-plotL) / float64(t.secs)
+	step := timeStep(pxPerSec)
+	end := t.from.Add(time.Duration(t.secs) * time.Second)
+	first := t.zero.Add(-t.zero.Sub(t.from).Truncate(step)) // the first tick at or after from
+	for at := first; !at.After(end); at = at.Add(step) {
+		x := t.x(at)
+		fill(img, image.Rect(x, plotB+1, x+1, plotB+8), colorText)
+		label := fmt.Sprintf("%ds", int(at.Sub(t.zero).Round(time.Second).Seconds()))
+		text(img, x-glyphW*len(label)/2, plotB+20, label, colorText)
+	}
+	text(img, (plotL+plotR)/2-glyphW*len(t.zeroLabel)/2, imgH-8, t.zeroLabel, colorText)
+
+	// title, per-path counts, legend
+	text(img, plotL, 18, fmt.Sprintf("%s · %s · %d", r.Scenario, r.Variant, r.Iteration), colorText)
+	var counts []string
+	for _, s := range Summarize(r) {
+		counts = append(counts, fmt.Sprintf("%s: %d requests, %d failed", s.Path, s.Requests, s.Failed))
+	}
+	if c := strings.Join(counts, "   "); c != "" {
+		text(img, plotR-glyphW*len(c), 18, c, colorText)
+	}
+	lx := plotL
+	for _, l := range []struct {
 		c     color.Color
 		label string
-	}{{ColorOK, "ok/s"}, {ColorFailed, "failed/s"}, {ColorReady, "ready pods (right)"}, {ColorDeleted, "pod deleted"}, {ColorExited, "pod exited"}}
-	lx := marginL
-	for _, l := range legend {
-		fill(img, lx, 32, lx+10, 42, l.c)
-		text(img, lx+14, 42, l.label, colorAxis)
-		lx += 24 + 7*len(l.label)
+	}{
+		{colorOK, "ok/s"}, {colorFailed, "failed/s"}, {colorReady, "ready pods (right scale)"},
+		{colorDeleted, "pod deletion seen"}, {colorExited, "pod exited"},
+	} {
+		fill(img, image.Rect(lx, 32, lx+12, 44), l.c)
+		text(img, lx+16, 43, l.label, colorText)
+		lx += 16 + glyphW*len(l.label) + 20
 	}
-	text(img, width/2-80, height-10, "seconds from the change", colorAxis)
-	return png.Encode(w, img)
+
+	if err := png.Encode(w, img); err != nil {
+		return fmt.Errorf("encode timeline of %s: %w", r.Name(), err)
+	}
+	return nil
 }
 
-func fill(img *image.RGBA, x0, y0, x1, y1 int, c color.Color) {
-	draw.Draw(img, image.Rect(x0, y0, x1, y1), image.NewUniform(c), image.Point{}, draw.Src)
+// niceStep is a 1, 2 or 5 × 10^k step that cuts 0..top into at most n parts.
+func niceStep(top, n int) int {
+	for step := 1; ; step *= 10 {
+		for _, m := range []int{1, 2, 5} {
+			if top <= m*step*n {
+				return m * step
+			}
+		}
+	}
 }
 
-func hline(img *image.RGBA, x0, x1, y int, c color.Color) { fill(img, x0, y, x1, y+1, c) }
+// timeStep spaces time ticks at least 60 px apart.
+func timeStep(pxPerSec float64) time.Duration {
+	for _, s := range []int{1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600} {
+		if float64(s)*pxPerSec >= 60 {
+			return time.Duration(s) * time.Second
+		}
+	}
+	return 2 * time.Hour
+}
 
-func vline(img *image.RGBA, x, y0, y1 int, c color.Color) { fill(img, x, y0, x+1, y1, c) }
+func fill(img *image.RGBA, r image.Rectangle, c color.Color) {
+	draw.Draw(img, r, image.NewUniform(c), image.Point{}, draw.Src)
+}
 
+// text draws s with its baseline at y. basicfont has ASCII only: a middle dot is drawn by hand.
 func text(img *image.RGBA, x, y int, s string, c color.Color) {
 	d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
-	d.DrawString(s)
+	for _, r := range s {
+		if r == '·' {
+			px := d.Dot.X.Round() + glyphW/2
+			fill(img, image.Rect(px-1, y-5, px+1, y-3), c)
+			d.Dot.X += fixed.I(glyphW)
+			continue
+		}
+		d.DrawString(string(r))
+	}
 }

@@ -16,7 +16,7 @@ import (
 // runTimeout bounds one run: deploy (≤ 3 min), warm-up, rollout (≤ 5 min), tail, teardown.
 const runTimeout = 12 * time.Minute
 
-var _ = Describe("rollouts under load", Ordered, func() {
+var _ = Describe("rollouts under load", Ordered, ContinueOnFailure, func() {
 	for _, sc := range scenarios {
 		It(sc.name+" with lastcall fails no request on either path", Label("lastcall", sc.name), func(ctx SpecContext) {
 			var failed []string

@@ -209,16 +209,17 @@ func waitConsulPassing(ctx context.Context, service string, n int, timeout time.
 // The load generator's control API, reached through the API server's pod proxy.
 
 type generator struct {
-	Path       report.Path `json:"path"`
-	URL        string      `json:"url,omitempty"`
-	ConsulAddr string      `json:"consulAddr,omitempty"`
-	Service    string      `json:"service,omitempty"`
-	Port       int         `json:"port,omitempty"`
-	URLPath    string      `json:"urlPath,omitempty"`
-	Rate       float64     `json:"rate"`
-	Method     string      `json:"method"`
-	Conns      int         `json:"conns"`
-	Timeout    string      `json:"timeout"`
+	Path        report.Path `json:"path"`
+	URL         string      `json:"url,omitempty"`
+	ConsulAddr  string      `json:"consulAddr,omitempty"`
+	Service     string      `json:"service,omitempty"`
+	Port        int         `json:"port,omitempty"`
+	URLPath     string      `json:"urlPath,omitempty"`
+	Rate        float64     `json:"rate"`
+	Method      string      `json:"method"`
+	Conns       int         `json:"conns"`
+	Timeout     string      `json:"timeout"`
+	IdleTimeout string      `json:"idleTimeout"`
 }
 
 func loadProxy(ctx context.Context, verb, endpoint string, params map[string]string, body []byte) ([]byte, error) {
@@ -238,7 +239,10 @@ func loadProxy(ctx context.Context, verb, endpoint string, params map[string]str
 }
 
 func loadStart(ctx context.Context, name, workload string) error {
-	common := generator{Rate: conf.rate, Method: "POST", Conns: 32, Timeout: "5s"}
+	// POST: Go's client does not resend it when a keep-alive connection closes under it, so
+	// every lost request shows. Idle connections close after 500 ms, below lastcall-prestop's
+	// --quiet (1 s): see "Callers' idle connections" in the README.
+	common := generator{Rate: conf.rate, Method: "POST", Conns: 32, Timeout: "5s", IdleTimeout: conf.idle.String()}
 	svc, viaConsul := common, common
 	svc.Path, svc.URL = "service", fmt.Sprintf("http://%s.%s.svc.cluster.local/work", workload, namespace)
 	viaConsul.Path, viaConsul.ConsulAddr, viaConsul.Service, viaConsul.Port, viaConsul.URLPath = "consul", consulURL, workload, appPort, "/work"

@@ -11,7 +11,8 @@
 //	go test -tags e2e -timeout 90m ./e2e/rollout/ -ginkgo.v    (against the current kubeconfig)
 //
 // Env (defaults in brackets): E2E_ITERATIONS [3] runs of each lastcall scenario; E2E_RATE [50]
-// requests/s per path; E2E_WORK [50ms] per request; E2E_SLEEPS [2,5,10,15] preStop sleep values
+// requests/s per path; E2E_WORK [50ms] per request; E2E_IDLE [500ms] the load generator's
+// keep-alive idle timeout; E2E_SLEEPS [2,5,10,15] preStop sleep values
 // searched; E2E_SKIP_IMAGES=1 (images are loaded already); E2E_KEEP=1 (leave namespace, release
 // and workloads for debugging); E2E_REPORT_DIR [out/e2e/<UTC time>]; KIND_CLUSTER_NAME [lastcall].
 package rollout
@@ -50,6 +51,7 @@ type settings struct {
 	iterations int
 	rate       float64
 	work       time.Duration
+	idle       time.Duration
 	sleeps     []int32
 	skipImages bool
 	keep       bool
@@ -102,9 +104,14 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(deployLoadgen(ctx)).To(Succeed())
 
 	By("helm install lastcall (controller, prestop RBAC for the app's ServiceAccount)")
-	Expect(helmInstall(ctx)).To(Succeed())
-	Expect(waitDeploymentAvailable(ctx, releaseNamespace, "lastcall-controller", 3*time.Minute)).To(Succeed())
 	Expect(waitDeploymentAvailable(ctx, namespace, "consul", 3*time.Minute)).To(Succeed())
+	Expect(helmInstall(ctx)).To(Succeed())
+	// A release left by an earlier run knew the Consul this run replaced: a controller left
+	// running then read 404s through Consul's recreated Service until restarted (not yet
+	// understood; see the e2e issue's notes). Start it afresh.
+	out, err := cl.KubectlOutput(ctx, releaseNamespace, "rollout", "restart", "deployment/lastcall-controller")
+	Expect(err).NotTo(HaveOccurred(), out)
+	Expect(waitDeploymentAvailable(ctx, releaseNamespace, "lastcall-controller", 3*time.Minute)).To(Succeed())
 	Expect(waitPodReady(ctx, namespace, loadgenName, 3*time.Minute)).To(Succeed())
 }, NodeTimeout(30*time.Minute))
 
@@ -131,7 +138,7 @@ var _ = AfterSuite(func(ctx SpecContext) {
 }, NodeTimeout(5*time.Minute))
 
 func loadSettings() (settings, error) {
-	s := settings{iterations: 3, rate: 50, work: 50 * time.Millisecond, sleeps: []int32{2, 5, 10, 15},
+	s := settings{iterations: 3, rate: 50, work: 50 * time.Millisecond, idle: 500 * time.Millisecond, sleeps: []int32{2, 5, 10, 15},
 		skipImages: os.Getenv("E2E_SKIP_IMAGES") == "1", keep: os.Getenv("E2E_KEEP") == "1"}
 	if v := os.Getenv("E2E_ITERATIONS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -153,6 +160,13 @@ func loadSettings() (settings, error) {
 			return s, fmt.Errorf("E2E_WORK=%q: want a duration such as 50ms", v)
 		}
 		s.work = d
+	}
+	if v := os.Getenv("E2E_IDLE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return s, fmt.Errorf("E2E_IDLE=%q: want a duration such as 500ms", v)
+		}
+		s.idle = d
 	}
 	if v := os.Getenv("E2E_SLEEPS"); v != "" {
 		s.sleeps = nil
