@@ -38,11 +38,11 @@ func writeReport(dir string, runs []report.Run) (string, error) {
 	return md, nil
 }
 
-// comparison sets lastcall's rolling updates beside the smallest preStop sleep that failed no
-// request through the Service (else the longest sleep tried), from the same suite run.
+// comparison sets lastcall's rolling updates beside the smallest preStop sleep whose every run
+// failed no request through the Service (else the longest sleep tried), from the same suite run.
 func comparison(runs []report.Run) string {
 	var lc []report.Run
-	sleeps := map[int]report.Run{}
+	sleeps := map[int][]report.Run{}
 	for _, r := range runs {
 		if r.Scenario != rollingUpdate.name {
 			continue
@@ -52,7 +52,7 @@ func comparison(runs []report.Run) string {
 		}
 		var n int
 		if _, err := fmt.Sscanf(r.Variant, "sleep-%d", &n); err == nil {
-			sleeps[n] = r
+			sleeps[n] = append(sleeps[n], r)
 		}
 	}
 	if len(lc) == 0 || len(sleeps) == 0 {
@@ -63,32 +63,46 @@ func comparison(runs []report.Run) string {
 		ns = append(ns, n)
 	}
 	sort.Ints(ns)
-	base, why := sleeps[ns[len(ns)-1]], "no sleep tried failed zero requests through the Service; the longest one tried"
-	for _, n := range ns {
-		if failedOn(sleeps[n], "service") == 0 {
-			base, why = sleeps[n], "the smallest sleep that failed no request through the Service"
+	n := ns[len(ns)-1]
+	why := "no sleep tried failed zero requests through the Service in every run; the longest one tried"
+	for _, m := range ns {
+		if failedOn(sleeps[m], report.PathService) == 0 {
+			n, why = m, "the smallest sleep whose every run failed no request through the Service"
 			break
 		}
 	}
+	base := sleeps[n]
+	name := base[0].Variant
 	lcDrain, lcRollout := medians(lc)
-	bDrain, bRollout := medians([]report.Run{base})
+	bDrain, bRollout := medians(base)
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## lastcall against `preStop: sleep`\n\n")
-	fmt.Fprintf(&b, "Rolling update of 6 replicas, same suite run. Baseline: `%s`, %s.\n", base.Variant, why)
-	fmt.Fprintf(&b, "Through Consul, `%s` failed %d requests (nothing deregisters the pod before SIGTERM).\n\n", base.Variant, failedOn(base, "consul"))
-	fmt.Fprintf(&b, "| | lastcall (median of %d runs) | %s | ratio | target |\n| --- | --- | --- | --- | --- |\n", len(lc), base.Variant)
-	fmt.Fprintf(&b, "| drain time p50 (deletion → exit) | %s | %s | %s | ≤ 40 %% |\n", short(lcDrain), short(bDrain), ratio(lcDrain, bDrain))
-	fmt.Fprintf(&b, "| rollout time | %s | %s | %s | ≤ 60 %% |\n", short(lcRollout), short(bRollout), ratio(lcRollout, bRollout))
+	fmt.Fprintf(&b, "Rolling update of 6 replicas, same suite run. Sleeps tried, with requests failed through the Service / through Consul per value:")
+	for _, m := range ns {
+		fmt.Fprintf(&b, " %ds (%d runs): %d / %d;", m, len(sleeps[m]), failedOn(sleeps[m], report.PathService), failedOn(sleeps[m], report.PathConsul))
+	}
+	fmt.Fprintf(&b, "\nBaseline: `%s`, %s.", name, why)
+	if failedOn(base, report.PathConsul) > 0 {
+		fmt.Fprintf(&b, " Through Consul it still failed requests: nothing deregisters the pod before SIGTERM.")
+	}
+	b.WriteString("\n\n")
+	fmt.Fprintf(&b, "| | lastcall (%d runs) | %s (%d runs) | ratio | target |\n| --- | --- | --- | --- | --- |\n", len(lc), name, len(base))
+	fmt.Fprintf(&b, "| drain time p50 (deletion → exit, every retired pod) | %s | %s | %s | ≤ 40 %% |\n", short(lcDrain), short(bDrain), ratio(lcDrain, bDrain))
+	fmt.Fprintf(&b, "| rollout time, median | %s | %s | %s | ≤ 60 %% |\n", short(lcRollout), short(bRollout), ratio(lcRollout, bRollout))
 	return b.String()
 }
 
-func failedOn(r report.Run, p report.Path) int {
-	for _, s := range report.Summarize(r) {
-		if s.Path == p {
-			return s.Failed
+// failedOn sums the failed requests of runs on path p.
+func failedOn(runs []report.Run, p report.Path) int {
+	n := 0
+	for _, r := range runs {
+		for _, s := range report.Summarize(r) {
+			if s.Path == p {
+				n += s.Failed
+			}
 		}
 	}
-	return 0
+	return n
 }
 
 // medians: the median drain over every drain of runs, and the median rollout time.

@@ -12,7 +12,7 @@
 //
 // Env (defaults in brackets): E2E_ITERATIONS [3] runs of each lastcall scenario; E2E_RATE [50]
 // requests/s per path; E2E_WORK [50ms] per request; E2E_IDLE [500ms] the load generator's
-// keep-alive idle timeout; E2E_SLEEPS [2,5,10,15] preStop sleep values
+// keep-alive idle timeout; E2E_PRESTOP_FLAGS [] more lastcall-prestop flags; E2E_SLEEPS [2,5,10,15] preStop sleep values
 // searched; E2E_SKIP_IMAGES=1 (images are loaded already); E2E_KEEP=1 (leave namespace, release
 // and workloads for debugging); E2E_REPORT_DIR [out/e2e/<UTC time>]; KIND_CLUSTER_NAME [lastcall].
 package rollout
@@ -48,14 +48,15 @@ const (
 )
 
 type settings struct {
-	iterations int
-	rate       float64
-	work       time.Duration
-	idle       time.Duration
-	sleeps     []int32
-	skipImages bool
-	keep       bool
-	reportDir  string
+	iterations   int
+	rate         float64
+	work         time.Duration
+	idle         time.Duration
+	prestopFlags []string
+	sleeps       []int32
+	skipImages   bool
+	keep         bool
+	reportDir    string
 }
 
 var (
@@ -168,6 +169,7 @@ func loadSettings() (settings, error) {
 		}
 		s.idle = d
 	}
+	s.prestopFlags = strings.Fields(os.Getenv("E2E_PRESTOP_FLAGS"))
 	if v := os.Getenv("E2E_SLEEPS"); v != "" {
 		s.sleeps = nil
 		for _, f := range strings.Split(v, ",") {

@@ -87,13 +87,13 @@ func (v variant) deployment(replicas int32) *appsv1.Deployment {
 		labels["lastcall.dev/managed"] = "true"
 		annotations["lastcall.dev/consul-service"] = name
 		gates = []corev1.PodReadinessGate{{ConditionType: registeredGC}}
-		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{
+		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: append([]string{
 			"/lastcall-prestop",
 			"--reserve=" + hookReserve,
 			"--app-admin=http://127.0.0.1:9901",
 			"--consul-addr=" + consulURL,
 			"--consul-service=" + name,
-		}}}}
+		}, conf.prestopFlags...)}}}
 	case v.sleep > 0:
 		args = append(args, "--plain")
 		c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: int64(v.sleep)}}}
