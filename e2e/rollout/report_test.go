@@ -78,8 +78,12 @@ func comparison(runs []report.Run) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## lastcall against `preStop: sleep`\n\n")
 	fmt.Fprintf(&b, "Rolling update of 6 replicas, same suite run. Sleeps tried, with requests failed through the Service / through Consul per value:")
-	for _, m := range ns {
-		fmt.Fprintf(&b, " %ds (%d runs): %d / %d;", m, len(sleeps[m]), failedOn(sleeps[m], report.PathService), failedOn(sleeps[m], report.PathConsul))
+	for i, m := range ns {
+		sep := ";"
+		if i == len(ns)-1 {
+			sep = "."
+		}
+		fmt.Fprintf(&b, " %ds (%d runs): %d / %d%s", m, len(sleeps[m]), failedOn(sleeps[m], report.PathService), failedOn(sleeps[m], report.PathConsul), sep)
 	}
 	fmt.Fprintf(&b, "\nBaseline: `%s`, %s.", name, why)
 	if failedOn(base, report.PathConsul) > 0 {
