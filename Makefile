@@ -79,8 +79,9 @@ images: ## build lastcall's images from their Dockerfiles and load them into the
 	hack/images.sh
 
 .PHONY: e2e-smoke
-e2e-smoke: kind-up ## smoke-test the kind cluster (nodes, cross-node Service, DNS, logs, preStop hooks)
-	KUBECONFIG=$${KUBECONFIG:-$$HOME/.kube/config} go test -tags e2e -count=1 -timeout 20m ./e2e/smoke/ -ginkgo.v
+e2e-smoke: kind-up ## smoke-test the kind cluster (nodes, cross-node Service, DNS, logs, preStop hooks); E2E_DOWN=1 deletes it after
+	@rc=0; go test -tags e2e -count=1 -timeout 20m ./e2e/smoke/ -ginkgo.v || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
 E2E_FLAGS ?= -v -tags e2e -count=1 -timeout 150m
 E2E_DOWN ?= 0
