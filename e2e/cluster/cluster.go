@@ -27,8 +27,12 @@ type Cluster struct {
 }
 
 // Connect loads the kubeconfig ($KUBECONFIG, else ~/.kube/config) and finds kubectl.
-// repoRoot is the repository's root directory (hack/ scripts run from there).
+// repoRoot is the repository's root directory, relative or absolute (hack/ scripts run from there).
 func Connect(repoRoot string) (*Cluster, error) {
+	repoRoot, err := filepath.Abs(repoRoot)
+	if err != nil {
+		return nil, fmt.Errorf("repository root: %w", err)
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {

@@ -77,9 +77,8 @@ func TestRollout(t *testing.T) {
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	Expect(err).NotTo(HaveOccurred())
-	cl, err = cluster.Connect(root)
+	var err error
+	cl, err = cluster.Connect(filepath.Join("..", ".."))
 	Expect(err).NotTo(HaveOccurred())
 	cs = cl.Client
 
