@@ -5,6 +5,7 @@ go 1.26.7
 require (
 	github.com/go-logr/logr v1.4.3
 	github.com/hashicorp/consul/api v1.34.5
+	github.com/lastcall-dev/lastcall/registry/consulwatch v0.0.0-00010101000000-000000000000
 	github.com/onsi/ginkgo/v2 v2.28.1
 	github.com/onsi/gomega v1.44.0
 	github.com/prometheus/client_golang v1.24.0
@@ -119,3 +120,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+replace github.com/lastcall-dev/lastcall/registry/consulwatch => ./registry/consulwatch

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lastcall-dev/lastcall/registry/consulwatch"
 )
 
 // consulTargets balances on the client, as Consul-aware callers do: it follows the service's
@@ -44,50 +46,24 @@ func watchConsul(ctx context.Context, cfg Config, log *slog.Logger) (*consulTarg
 	return t, nil
 }
 
-const (
-	consulWait       = 30 * time.Second
-	consulMinBackoff = 100 * time.Millisecond
-	consulMaxBackoff = 2 * time.Second
-	// queries no closer together than this, should an answer come back without blocking
-	consulMinInterval = 20 * time.Millisecond
-)
+// consulWait caps one blocking query.
+const consulWait = 30 * time.Second
 
+// follow keeps the instance list current; on errors the last list stays in use.
 func (t *consulTargets) follow(ctx context.Context, health *api.Health) {
-	var index uint64
-	backoff := consulMinBackoff
-	for {
-		asked := time.Now()
-		opts := (&api.QueryOptions{WaitIndex: index, WaitTime: consulWait}).WithContext(ctx)
-		entries, meta, err := health.Service(t.cfg.Service, "", true, opts)
-		if ctx.Err() != nil {
-			return
-		}
-		pause := consulMinInterval - time.Since(asked)
-		if err != nil {
+	_ = consulwatch.Watch(ctx, consulwatch.Config{
+		WaitTime: consulWait,
+		OnError: func(err error, retryIn time.Duration) error {
 			t.mu.Lock()
 			t.lastErr = err
 			t.mu.Unlock()
-			t.log.Warn("consul query failed; keeping the last instance list", "service", t.cfg.Service, "err", err, "retryIn", backoff)
-			pause, backoff = backoff, min(2*backoff, consulMaxBackoff)
-		} else {
-			backoff = consulMinBackoff
-			// an index that goes backwards (Consul restarted, or a snapshot restored) restarts
-			// the watch
-			if meta.LastIndex < index {
-				index = 0
-			} else {
-				index = meta.LastIndex
-			}
-			t.set(entries, index)
-		}
-		if pause > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(pause):
-			}
-		}
-	}
+			t.log.Warn("consul query failed; keeping the last instance list", "service", t.cfg.Service, "err", err, "retryIn", retryIn)
+			return nil
+		},
+	}, consulwatch.Passing(health, t.cfg.Service), func(entries []*api.ServiceEntry, meta *api.QueryMeta) bool {
+		t.set(entries, meta.LastIndex)
+		return false
+	})
 }
 
 // set replaces the instance list with entries.
