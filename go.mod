@@ -5,12 +5,12 @@ go 1.26.7
 require (
 	github.com/go-logr/logr v1.4.3
 	github.com/hashicorp/consul/api v1.34.5
+	github.com/lastcall-dev/lastcall/graceful v0.0.0-00010101000000-000000000000
 	github.com/lastcall-dev/lastcall/registry/consulwatch v0.0.0-00010101000000-000000000000
 	github.com/onsi/ginkgo/v2 v2.28.1
 	github.com/onsi/gomega v1.44.0
 	github.com/prometheus/client_golang v1.24.0
 	golang.org/x/image v0.47.0
-	golang.org/x/net v0.59.0
 	helm.sh/helm/v3 v3.22.0
 	k8s.io/api v0.37.0
 	k8s.io/apimachinery v0.37.0
@@ -101,6 +101,7 @@ require (
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp v0.0.0-20260410095643-746e56fc9e2f // indirect
 	golang.org/x/mod v0.41.0 // indirect
+	golang.org/x/net v0.59.0 // indirect
 	golang.org/x/oauth2 v0.36.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
@@ -121,4 +122,9 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
-replace github.com/lastcall-dev/lastcall/registry/consulwatch => ./registry/consulwatch
+// graceful and consulwatch are their own modules (services import them without the
+// controller's dependencies); the root module builds and tests against the folders.
+replace (
+	github.com/lastcall-dev/lastcall/graceful => ./graceful
+	github.com/lastcall-dev/lastcall/registry/consulwatch => ./registry/consulwatch
+)

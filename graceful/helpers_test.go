@@ -1,3 +1,8 @@
+//go:build go1.24
+
+// The package needs Go 1.22; its tests use net/http's Protocols (h2c), slog.DiscardHandler
+// and testing.B.Loop from Go 1.24.
+
 package graceful_test
 
 import (

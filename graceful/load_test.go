@@ -1,3 +1,7 @@
+//go:build go1.25
+
+// The package needs Go 1.22; this test also uses sync.WaitGroup.Go from Go 1.25.
+
 package graceful_test
 
 import (

@@ -90,7 +90,11 @@ func (s *Server) inFlightDeadline(stopAt, now time.Time) time.Time {
 func shutdownAll(ctx context.Context, servers []*http.Server) {
 	var wg sync.WaitGroup
 	for _, srv := range servers {
-		wg.Go(func() { _ = srv.Shutdown(ctx) })
+		wg.Add(1) // not wg.Go: the module's go line is 1.22
+		go func() {
+			defer wg.Done()
+			_ = srv.Shutdown(ctx)
+		}()
 	}
 	wg.Wait()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lastcall-dev/lastcall/graceful"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch"
 )
 
 // Picker implements graceful.Picker.
@@ -30,8 +31,9 @@ type Picker struct {
 
 var _ graceful.Picker = (*Picker)(nil)
 
-// Watch starts following service's passing instances until ctx ends. Errors are logged and
-// retried after a second; the last known list stays in use meanwhile.
+// Watch starts following service's passing instances until ctx ends, with stale reads from any
+// Consul server. Failed queries are logged and retried with backoff (registry/consulwatch); the
+// last known list stays in use meanwhile.
 // A nil client or an empty service is a programming error and panics.
 func Watch(ctx context.Context, client *api.Client, service string, log *slog.Logger) *Picker {
 	if client == nil || service == "" {
@@ -69,40 +71,34 @@ func (p *Picker) Pick(tried []string) (string, error) {
 }
 
 func (p *Picker) follow(ctx context.Context, client *api.Client, service string, log *slog.Logger) {
-	var index uint64
-	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
-		entries, meta, err := client.Health().Service(service, "", true, q)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("consul watch failed, keeping the last endpoints", "service", service, "err", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-			}
-			continue
+	_ = consulwatch.Watch(ctx, consulwatch.Config{
+		Options: api.QueryOptions{AllowStale: true},
+		OnError: func(err error, retryIn time.Duration) error {
+			log.Warn("consul watch failed, keeping the last endpoints", "service", service, "err", err, "retryIn", retryIn)
+			return nil
+		},
+	}, consulwatch.Passing(client.Health(), service), func(entries []*api.ServiceEntry, _ *api.QueryMeta) bool {
+		p.set(entries)
+		return false
+	})
+}
+
+// set replaces the list with entries' addresses and wakes the Changed waiters.
+func (p *Picker) set(entries []*api.ServiceEntry) {
+	hosts := make([]string, 0, len(entries))
+	for _, e := range entries {
+		addr := e.Service.Address
+		if addr == "" {
+			addr = e.Node.Address
 		}
-		hosts := make([]string, 0, len(entries))
-		for _, e := range entries {
-			addr := e.Service.Address
-			if addr == "" {
-				addr = e.Node.Address
-			}
-			hosts = append(hosts, net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)))
-		}
-		p.mu.Lock()
-		p.hosts = hosts
-		p.once.Do(func() { close(p.ready) }) // before waking Changed waiters, who may check it
-		close(p.changed)
-		p.changed = make(chan struct{})
-		p.mu.Unlock()
-		if meta.LastIndex < index {
-			index = 0 // a reset, as Consul documents
-		} else {
-			index = max(meta.LastIndex, 1)
-		}
+		hosts = append(hosts, net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)))
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hosts = hosts
+	p.once.Do(func() { close(p.ready) }) // before waking Changed waiters, who may check it
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
 // String is for logs.

@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lastcall-dev/lastcall/graceful/consulpick"
-	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
 )
 
 func TestPickerFollowsPassingInstances(t *testing.T) {

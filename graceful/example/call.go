@@ -30,7 +30,7 @@ func parseCall(args []string) (callConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	for e := range strings.SplitSeq(endpoints, ",") {
+	for _, e := range strings.Split(endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
 			c.endpoints = append(c.endpoints, e)
 		}
@@ -67,7 +67,9 @@ func call(ctx context.Context, c callConfig) (summary, error) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range c.parallel {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			tr := &http.Transport{MaxIdleConnsPerHost: 2}
 			defer tr.CloseIdleConnections()
 			client := &http.Client{Transport: &graceful.RetryTransport{Base: tr, Picker: picker}}
@@ -84,7 +86,7 @@ func call(ctx context.Context, c callConfig) (summary, error) {
 				}
 				mu.Unlock()
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	sum.took = time.Since(start)
