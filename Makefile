@@ -12,6 +12,12 @@ HELM_VERSION ?= v3.22.0
 HELM = $$(hack/build-gotool.sh helm.sh/helm/v3/cmd/helm $(HELM_VERSION))
 BIN := $(CURDIR)/bin
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# The Go modules: the root, and those services import without the controller's dependencies.
+# The root's ./... stops at a nested go.mod, so test, bench, lint and verify run in each.
+GO_MODULES := . graceful graceful/consulpick registry/consulwatch
+# $(call in_each_module,cmd) runs cmd in every module, all of them even after a failure, and
+# fails if any failed.
+in_each_module = rc=0; for m in $(GO_MODULES); do echo "== module $$m"; (cd "$$m" && $(1)) || rc=1; done; exit $$rc
 GO_TEST_FLAGS ?= -race -count=1
 
 .PHONY: help
@@ -29,21 +35,22 @@ tools: ## build the real consul, etcd and kube-apiserver the tests use (cached b
 
 .PHONY: test
 test: tools ## unit and integration tests (real Consul agent, real kube-apiserver + etcd)
-	LASTCALL_CONSUL_BIN=$$(hack/build-consul.sh) \
-	KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) \
-	LASTCALL_REQUIRE_INTEGRATION=1 \
-	go test $(GO_TEST_FLAGS) ./...
+	LASTCALL_CONSUL_BIN=$$(hack/build-consul.sh); \
+	KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh); \
+	export LASTCALL_CONSUL_BIN KUBEBUILDER_ASSETS LASTCALL_REQUIRE_INTEGRATION=1; \
+	$(call in_each_module,go test $(GO_TEST_FLAGS) ./...)
 
 .PHONY: bench
 bench: tools ## benchmarks behind docs/benchmarks.md
-	LASTCALL_CONSUL_BIN=$$(hack/build-consul.sh) KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh) \
-	go test -run '^$$' -bench . -benchmem ./...
+	LASTCALL_CONSUL_BIN=$$(hack/build-consul.sh); KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh); \
+	export LASTCALL_CONSUL_BIN KUBEBUILDER_ASSETS; \
+	$(call in_each_module,go test -run '^$$' -bench . -benchmem ./...)
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [[ -n $$out ]]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	go vet -tags e2e ./...
-	$(GOLANGCI_LINT) run --build-tags e2e ./...
+	$(call in_each_module,go vet -tags e2e ./...)
+	golangci_lint=$(GOLANGCI_LINT); $(call in_each_module,"$$golangci_lint" run --build-tags e2e ./...)
 
 .PHONY: generate
 generate: ## regenerate RBAC in config/rbac from the +kubebuilder markers
@@ -51,8 +58,10 @@ generate: ## regenerate RBAC in config/rbac from the +kubebuilder markers
 
 .PHONY: verify
 verify: lint generate ## lint, regenerate, and fail on any diff (go.mod/go.sum tidy, config/ up to date)
-	go mod tidy
-	git diff --exit-code -- go.mod go.sum config || { echo "generated files or go.mod/go.sum differ: run 'make generate' and 'go mod tidy', then commit"; exit 1; }
+	@tracked=$$(git ls-files '*go.mod' | xargs -n1 dirname | sort); listed=$$(printf '%s\n' $(GO_MODULES) | sort); \
+	[[ $$tracked == "$$listed" ]] || { echo "GO_MODULES in the Makefile ($$(echo $$listed)) differs from the modules in git ($$(echo $$tracked))"; exit 1; }
+	$(call in_each_module,go mod tidy)
+	git diff --exit-code -- $(foreach m,$(GO_MODULES),$(m)/go.mod $(m)/go.sum) config || { echo "generated files or a module's go.mod/go.sum differ: run 'make generate' and 'go mod tidy' in that module, then commit"; exit 1; }
 	@untracked=$$(git ls-files --others --exclude-standard config); if [[ -n $$untracked ]]; then echo "untracked generated files: $$untracked"; exit 1; fi
 
 .PHONY: chart-lint
