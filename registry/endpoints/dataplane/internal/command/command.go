@@ -1,0 +1,105 @@
+// Package command streams the standard output of a read-only dump command (iptables-save, nft
+// list), so a probe parses rules while they are printed instead of holding the whole dump.
+package command
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// stderrLimit bounds what is kept of a command's standard error for its error message.
+const stderrLimit = 4 << 10
+
+// Error is a dump command that failed; Stderr lets a caller recognise known failures.
+type Error struct {
+	Command string
+	Stderr  string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	msg := strings.TrimSpace(e.Stderr)
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if msg == "" {
+		return fmt.Sprintf("%s: %v", e.Command, e.Err)
+	}
+	return fmt.Sprintf("%s: %v: %s", e.Command, e.Err, msg)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Start runs name with args and returns its standard output. Closing it stops the command if
+// it is still printing, waits for it, and returns an *Error if it failed.
+func Start(ctx context.Context, name string, args ...string) (io.ReadCloser, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	// Messages in English whatever the node's locale, so callers can match them.
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.WaitDelay = 5 * time.Second
+	stderr := &limitedBuffer{limit: stderrLimit}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, &Error{Command: name, Err: err}
+	}
+	return &output{ReadCloser: stdout, cmd: cmd, stderr: stderr, line: strings.Join(append([]string{name}, args...), " ")}, nil
+}
+
+type output struct {
+	io.ReadCloser
+	cmd    *exec.Cmd
+	stderr *limitedBuffer
+	line   string
+	once   sync.Once
+	err    error
+}
+
+func (o *output) Close() error {
+	o.once.Do(func() {
+		// Closing our end first makes a command that is still printing fail on its next write
+		// instead of blocking forever on a full pipe; its exit status then does not matter,
+		// as the reader already stopped for a reason of its own.
+		_, readErr := o.ReadCloser.Read(make([]byte, 1))
+		finished := errors.Is(readErr, io.EOF) || errors.Is(readErr, os.ErrClosed)
+		_ = o.ReadCloser.Close()
+		err := o.cmd.Wait()
+		if err != nil && finished {
+			o.err = &Error{Command: o.line, Stderr: o.stderr.String(), Err: err}
+		}
+	})
+	return o.err
+}
+
+// limitedBuffer keeps the first limit bytes written to it.
+type limitedBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	limit int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.limit - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
