@@ -4,12 +4,11 @@ SHELL := bash
 export LASTCALL_CACHE ?= $(CURDIR)/.cache
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-GOLANGCI_LINT_VERSION ?= v2.15.0
-CONTROLLER_TOOLS_VERSION ?= v0.23.0
-GOLANGCI_LINT = $$(hack/build-gotool.sh github.com/golangci/golangci-lint/v2/cmd/golangci-lint $(GOLANGCI_LINT_VERSION))
-CONTROLLER_GEN = $$(hack/build-gotool.sh sigs.k8s.io/controller-tools/cmd/controller-gen $(CONTROLLER_TOOLS_VERSION))
-HELM_VERSION ?= v3.22.0
-HELM = $$(hack/build-gotool.sh helm.sh/helm/v3/cmd/helm $(HELM_VERSION))
+# Every pinned version is in hack/versions.env; hack/tool.sh builds each tool once at its version
+# (override one for a run: make lint GOLANGCI_LINT_VERSION=...).
+GOLANGCI_LINT = $$(hack/tool.sh golangci-lint)
+CONTROLLER_GEN = $$(hack/tool.sh controller-gen)
+HELM = $$(hack/tool.sh helm)
 BIN := $(CURDIR)/bin
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The Go modules: the root, and those services import without the controller's dependencies.
@@ -22,7 +21,7 @@ GO_TEST_FLAGS ?= -race -count=1
 
 .PHONY: help
 help: ## list targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build static binaries into bin/
@@ -72,11 +71,11 @@ KIND_CLUSTER_NAME ?= lastcall
 export KIND_CLUSTER_NAME
 
 .PHONY: docker-up
-docker-up: ## make sure a Docker engine runs that can start kind's --privileged nodes
+docker-up: ## make sure a Docker engine runs that can start kind's --privileged nodes (says what it changes first; preview: hack/docker-up.sh --dry-run)
 	hack/docker-up.sh
 
 .PHONY: kind-up
-kind-up: ## kind cluster (1 control-plane + 2 workers); offline node image when kindest/node is unavailable
+kind-up: ## kind cluster (1 control-plane + 2 workers); offline node image when kindest/node is unavailable (first build ~30 min, announced)
 	hack/kind-up.sh
 
 .PHONY: kind-down

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds a static etcd from go.etcd.io/etcd/server/v3 and caches it by version. Prints its path.
+#
+# Usage: hack/build-etcd.sh [--help]
+# Env:   ETCD_VERSION (hack/versions.env)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+only_help_flag "$@"
 
 out="$LASTCALL_CACHE/etcd/$ETCD_VERSION/etcd"
 if [[ -x $out ]]; then echo "$out"; exit 0; fi
@@ -24,10 +28,10 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-cd "$work"
-GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
+go_mod_tidy "$work" etcd
 log "building etcd $ETCD_VERSION"
 mkdir -p "$(dirname "$out")"
-CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$out.tmp" .
+(cd "$work" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$out.tmp" .) ||
+  die "go build of etcd $ETCD_VERSION failed (above) in $work; fix it there or in hack/build-etcd.sh, then rerun: hack/build-etcd.sh"
 mv "$out.tmp" "$out"
 echo "$out"

@@ -9,17 +9,17 @@
 #   --no-load   build only, do not `kind load docker-image`
 #
 # Every Dockerfile is built from the repository root (multi-stage, as cmd/lastcall-prestop's)
-# with these build-args:
-#   BASE_IMAGE  $BASE_IMAGE, else gcr.io/distroless/static:nonroot when Docker has it or can pull
-#               it, else scratch (offline machines)
-#   GO_IMAGE    $GO_IMAGE, else the Dockerfile's default (golang) when Docker has it or can pull
-#               it, else the local toolchain imported by hack/go-image.sh; then, unless the
-#               repository has a vendor/ folder, the context is a temporary copy of the
-#               repository's files plus `go mod vendor`, so the build needs no network
+# with these build-args (image defaults from hack/versions.env):
+#   BASE_IMAGE  $BASE_IMAGE, else DISTROLESS_IMAGE when Docker has it or can pull it, else
+#               scratch (offline machines)
+#   GO_IMAGE    $GO_IMAGE, else GOLANG_IMAGE when Docker has it or can pull it, else the local
+#               toolchain imported by hack/go-image.sh; then, unless the repository has a
+#               vendor/ folder, the context is a temporary copy of the repository's files plus
+#               `go mod vendor`, so the build needs no network
 #   VERSION     git describe
 #
 # Env: BASE_IMAGE, GO_IMAGE, KIND_CLUSTER_NAME (default lastcall),
-#      KIND (kind binary; default kind v0.33.0, cached), LASTCALL_KIND_OFFLINE=1 (pull nothing)
+#      KIND (kind binary; default KIND_VERSION, built and cached), LASTCALL_KIND_OFFLINE=1 (pull nothing)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 load=true
@@ -29,7 +29,7 @@ for a in "$@"; do
     -h | --help) usage; exit 0 ;;
     --no-load) load=false ;;
     *=*) pairs+=("$a") ;;
-    *) usage >&2; die "not DOCKERFILE=IMAGE: $a" ;;
+    *) usage >&2; die "not DOCKERFILE=IMAGE: $a (see --help)" ;;
   esac
 done
 if [[ ${#pairs[@]} -eq 0 ]]; then
@@ -40,8 +40,6 @@ if [[ ${#pairs[@]} -eq 0 ]]; then
   )
 fi
 CLUSTER=${KIND_CLUSTER_NAME:-lastcall}
-DISTROLESS=gcr.io/distroless/static:nonroot
-GOLANG=golang:1.26
 VERSION=${VERSION:-$(git -C "$REPO_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)}
 
 # available IMAGE: Docker has IMAGE or can pull it
@@ -66,28 +64,28 @@ if [[ ${#todo[@]} -eq 0 ]]; then
 fi
 
 if [[ -z ${BASE_IMAGE:-} ]]; then
-  if available "$DISTROLESS"; then
-    BASE_IMAGE=$DISTROLESS
+  if available "$DISTROLESS_IMAGE"; then
+    BASE_IMAGE=$DISTROLESS_IMAGE
   else
-    log "$DISTROLESS is neither present nor pullable: BASE_IMAGE=scratch"
+    log "$DISTROLESS_IMAGE is neither present nor pullable: BASE_IMAGE=scratch"
     BASE_IMAGE=scratch
   fi
 fi
 ctx=$REPO_ROOT
-go_args=()
-if [[ -n ${GO_IMAGE:-} ]]; then
-  go_args=(--build-arg "GO_IMAGE=$GO_IMAGE")
-elif ! available "$GOLANG"; then
+# GO_IMAGE is always passed, so hack/versions.env wins over a Dockerfile's ARG default.
+if [[ -z ${GO_IMAGE:-} ]] && available "$GOLANG_IMAGE"; then
+  GO_IMAGE=$GOLANG_IMAGE
+elif [[ -z ${GO_IMAGE:-} ]]; then
   GO_IMAGE=$("$REPO_ROOT/hack/go-image.sh")
-  log "$GOLANG is neither present nor pullable: GO_IMAGE=$GO_IMAGE (local toolchain)"
-  go_args=(--build-arg "GO_IMAGE=$GO_IMAGE")
+  log "$GOLANG_IMAGE is neither present nor pullable: GO_IMAGE=$GO_IMAGE (local toolchain)"
   if [[ ! -d $REPO_ROOT/vendor ]]; then
     ctx=$(mktemp -d "${TMPDIR:-/tmp}/lastcall-images.XXXXXX")
     trap 'rm -rf "$ctx"' EXIT
     log "offline build context: the repository's files plus go mod vendor, in $ctx"
     (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard |
       tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -C "$ctx" -xf -
-    (cd "$REPO_ROOT" && go mod vendor -o "$ctx/vendor") || die "go mod vendor failed"
+    (cd "$REPO_ROOT" && go mod vendor -o "$ctx/vendor") ||
+      die "go mod vendor failed (above): run go mod tidy, check GOPROXY, then run: $RERUN"
   fi
 fi
 
@@ -95,11 +93,11 @@ built=()
 for pair in "${todo[@]}"; do
   dockerfile=${pair%%=*}
   image=${pair#*=}
-  log "docker build $image (${dockerfile#"$REPO_ROOT"/}, BASE_IMAGE=$BASE_IMAGE${GO_IMAGE:+, GO_IMAGE=$GO_IMAGE})"
+  log "docker build $image (${dockerfile#"$REPO_ROOT"/}, BASE_IMAGE=$BASE_IMAGE, GO_IMAGE=$GO_IMAGE)"
   if ! out=$(DOCKER_BUILDKIT=0 docker build -q -f "$dockerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    "${go_args[@]}" --build-arg "VERSION=$VERSION" -t "$image" "$ctx" 2>&1); then
+    --build-arg "GO_IMAGE=$GO_IMAGE" --build-arg "VERSION=$VERSION" -t "$image" "$ctx" 2>&1); then
     printf '%s\n' "$out" | grep -v -e '^DEPRECATED' -e 'BuildKit is currently disabled' -e 'environment-variable' >&2
-    die "docker build of $image failed"
+    die "docker build of $image failed (above): fix ${dockerfile#"$REPO_ROOT"/} or the code it builds, then run: hack/images.sh ${dockerfile#"$REPO_ROOT"/}=$image --no-load"
   fi
   built+=("$image")
 done
@@ -108,11 +106,12 @@ if ! $load; then
   log "built ${built[*]} (not loaded: --no-load)"
   exit 0
 fi
-kind=${KIND:-$("$REPO_ROOT/hack/build-gotool.sh" sigs.k8s.io/kind v0.33.0)}
+kind=$(kind_bin)
 "$kind" get clusters 2>/dev/null | grep -qxF "$CLUSTER" ||
-  die "no kind cluster $CLUSTER to load ${built[*]} into: run hack/kind-up.sh, or pass --no-load"
+  die "no kind cluster $CLUSTER to load ${built[*]} into: run hack/kind-up.sh (or make kind-up), then: $RERUN; or build only with --no-load"
 for image in "${built[@]}"; do
   log "kind load docker-image $image --name $CLUSTER"
-  "$kind" load docker-image "$image" --name "$CLUSTER" >/dev/null
+  "$kind" load docker-image "$image" --name "$CLUSTER" >/dev/null ||
+    die "kind load docker-image $image --name $CLUSTER failed (above): check the cluster (hack/kind-up.sh), then run: $RERUN"
 done
 log "loaded ${built[*]} into $CLUSTER"

@@ -3,7 +3,8 @@
 # offline node image included) stay, so the next hack/kind-up.sh is fast.
 #
 # Usage: hack/kind-down.sh [--help]
-# Env:   KIND_CLUSTER_NAME (default lastcall), KIND (a kind binary; default: kind v0.33.0, cached)
+# Env:   KIND_CLUSTER_NAME (default lastcall), KIND (a kind binary; default: KIND_VERSION of
+#        hack/versions.env, built from its module and cached)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 only_help_flag "$@"
@@ -13,10 +14,11 @@ if ! docker info >/dev/null 2>&1; then
   log "no Docker engine running: no cluster to delete"
   exit 0
 fi
-kind=${KIND:-$("$REPO_ROOT/hack/build-gotool.sh" sigs.k8s.io/kind v0.33.0)}
+kind=$(kind_bin)
 if "$kind" get clusters 2>/dev/null | grep -qxF "$CLUSTER"; then
   log "deleting kind cluster $CLUSTER"
-  "$kind" delete cluster --name "$CLUSTER"
+  "$kind" delete cluster --name "$CLUSTER" ||
+    die "kind delete cluster --name $CLUSTER failed (above): remove its nodes with docker rm -f \$(docker ps -aq --filter label=io.x-k8s.kind.cluster=$CLUSTER), then run: hack/kind-down.sh"
 else
   log "no kind cluster named $CLUSTER"
 fi

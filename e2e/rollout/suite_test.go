@@ -44,7 +44,6 @@ const (
 	appImage         = "lastcall-e2e-app:dev"
 	loadgenImage     = "lastcall-e2e-loadgen:dev"
 	controllerImage  = "lastcall-controller:dev"
-	helmVersion      = "v3.22.0"
 )
 
 type settings struct {
@@ -205,9 +204,9 @@ func recreateNamespace(ctx context.Context, ns string) error {
 	return nil
 }
 
-// helm runs the helm CLI hack/build-gotool.sh builds from its module.
+// helm runs the helm CLI hack/tool.sh builds from its module at hack/versions.env's HELM_VERSION.
 func helm(ctx context.Context, args ...string) (string, error) {
-	bin, err := cl.ScriptOutput(ctx, GinkgoWriter, "hack/build-gotool.sh", "helm.sh/helm/v3/cmd/helm", helmVersion)
+	bin, err := cl.ScriptOutput(ctx, GinkgoWriter, "hack/tool.sh", "helm")
 	if err != nil {
 		return "", err
 	}

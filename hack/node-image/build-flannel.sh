@@ -10,15 +10,11 @@
 # On amd64 flannel's udp backend is cgo: the binary is linked statically with gcc and glibc's
 # libc.a (Debian: gcc, libc6-dev), as flannel's own Makefile does.
 #
-# Usage: hack/node-image/build-flannel.sh [--help]     Env: FLANNEL_VERSION (default v0.28.10)
+# Usage: hack/node-image/build-flannel.sh [--help]
+# Env:   FLANNEL_VERSION, FLANNEL_GENPROTO_VERSION (hack/versions.env)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-case ${1:-} in
-  -h | --help) sed -n '2,/^source/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
-  "") ;;
-  *) die "unknown argument: $1" ;;
-esac
-FLANNEL_VERSION=${FLANNEL_VERSION:-v0.28.10}
+only_help_flag "$@"
 out=$LASTCALL_CACHE/flanneld/$FLANNEL_VERSION/flanneld
 if [[ -x $out ]]; then echo "$out"; exit 0; fi
 
@@ -131,23 +127,26 @@ func (*Client) CreateRoutes(*CreateRoutesRequest) (*RoutesResponse, error) { ret
 GO
 
 command -v gcc >/dev/null && [[ -n $(gcc -print-file-name=libc.a 2>/dev/null | grep /) && -f $(gcc -print-file-name=libc.a) ]] ||
-  die "flanneld needs gcc and a static libc to link (Debian: apt-get install gcc libc6-dev)"
-cd "$work" || die "no $work"
+  die "flanneld needs gcc and a static libc to link: apt-get install gcc libc6-dev, then run: hack/node-image/build-flannel.sh"
+cd "$work"
 log "resolving flannel $FLANNEL_VERSION dependencies"
-GOFLAGS=-mod=mod go mod tidy -e >/dev/null 2>&1 || true
+go_mod_tidy "$work" flannel
 # an old dependency pulls in the pre-split google.golang.org/genproto, which makes
 # googleapis/api ambiguous: require a later version of it, without those packages
-GOFLAGS=-mod=mod go get google.golang.org/genproto@v0.0.0-20261026165753-2ffab32bce7e >/dev/null 2>&1 ||
-  die "go get google.golang.org/genproto failed in $work"
+if ! got=$(GOFLAGS=-mod=mod go get "google.golang.org/genproto@$FLANNEL_GENPROTO_VERSION" 2>&1); then
+  grep -v '^go: downloading' <<<"$got" >&2 || true
+  die "go get google.golang.org/genproto@$FLANNEL_GENPROTO_VERSION failed in $work (above): fix FLANNEL_GENPROTO_VERSION in hack/versions.env, then run: hack/node-image/build-flannel.sh"
+fi
 log "building flanneld $FLANNEL_VERSION (static)"
 start=$SECONDS
 mkdir -p "$(dirname "$out")"
 CGO_ENABLED=1 GOFLAGS=-mod=mod go build -trimpath -tags netgo,osusergo \
   -ldflags "-s -w -linkmode external -extldflags -static -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" \
-  -o "$out.tmp" github.com/flannel-io/flannel
+  -o "$out.tmp" github.com/flannel-io/flannel ||
+  die "go build of flanneld $FLANNEL_VERSION failed (above) in $work: fix the wrapper module in hack/node-image/build-flannel.sh, then run it again"
 if command -v file >/dev/null && ! file "$out.tmp" | grep -q 'statically linked'; then
   rm -f "$out.tmp"
-  die "flanneld is not statically linked"
+  die "flanneld is not statically linked: check gcc -print-file-name=libc.a finds a static libc (apt-get install libc6-dev), then run: hack/node-image/build-flannel.sh"
 fi
 mv "$out.tmp" "$out"
 log "built flanneld $FLANNEL_VERSION in $((SECONDS - start)) s"

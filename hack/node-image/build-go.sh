@@ -21,7 +21,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 log "building $name $v from $pkg (static)"
 start=$SECONDS
-GOBIN=$tmp CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath -ldflags="$ld" "$pkg@$v"
+GOBIN=$tmp CGO_ENABLED=0 GOFLAGS=-mod=mod go install -trimpath -ldflags="$ld" "$pkg@$v" ||
+  die "go install $pkg@$v failed (above): check GOPROXY reaches the module proxy, then run: $RERUN"
 mkdir -p "$(dirname "$out")"
 mv "$tmp/$(basename "$pkg")" "$out"
 log "built $name $v in $((SECONDS - start)) s"

@@ -10,8 +10,8 @@
 #
 # Usage: hack/node-image/build.sh [--help] [--print-tag]
 #   --print-tag   print the tag the current inputs give, build nothing
-# Env:   KUBE_VERSION, ETCD_VERSION (hack/lib.sh), FLANNEL_VERSION (v0.28.10),
-#        NODE_DEBIAN_SUITE, DEBIAN_MIRROR (hack/node-image/rootfs.sh),
+# Env:   KUBE_VERSION, ETCD_VERSION, FLANNEL_VERSION, FLANNEL_GENPROTO_VERSION, NODE_DEBIAN_SUITE
+#        (hack/versions.env), DEBIAN_MIRROR (hack/node-image/rootfs.sh),
 #        LASTCALL_KEEP_OLD_NODE_IMAGES=1 keeps node images of earlier inputs (default: removed
 #        after a successful build unless a container uses them)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -21,16 +21,15 @@ case ${1:-} in
   -h | --help) usage; exit 0 ;;
   --print-tag) print_tag=true ;;
   "") ;;
-  *) usage >&2; die "unknown argument: $1" ;;
+  *) usage >&2; die "unknown argument: $1 (see --help)" ;;
 esac
 
-FLANNEL_VERSION=${FLANNEL_VERSION:-v0.28.10}
 NODE_DIR=$REPO_ROOT/hack/node-image
 KIND_DIR=$REPO_ROOT/hack/kind
 
 inputs_hash() {
   {
-    echo "kube=$KUBE_VERSION etcd=$ETCD_VERSION flannel=$FLANNEL_VERSION suite=${NODE_DEBIAN_SUITE:-bookworm}"
+    echo "kube=$KUBE_VERSION etcd=$ETCD_VERSION flannel=$FLANNEL_VERSION genproto=$FLANNEL_GENPROTO_VERSION suite=$NODE_DEBIAN_SUITE"
     (cd "$REPO_ROOT" && find hack/node-image hack/kind/flannel.yaml hack/kind/default-storage.yaml -type f ! -name '*_test.go' | LC_ALL=C sort | xargs sha256sum)
   } | sha256sum | cut -c1-12
 }
@@ -73,13 +72,14 @@ etcd=$("$REPO_ROOT/hack/build-etcd.sh")
 
 # the images kubeadm will ask for, exactly as it names them
 mapfile -t wanted < <("$kube/kubeadm" config images list --kubernetes-version "$KUBE_VERSION" 2>/dev/null)
-[[ ${#wanted[@]} -ge 5 ]] || die "kubeadm config images list gave: ${wanted[*]}"
+[[ ${#wanted[@]} -ge 5 ]] ||
+  die "kubeadm config images list gave: ${wanted[*]:-nothing}; check that $kube/kubeadm runs (rm it to rebuild it), then run: hack/node-image/build.sh"
 image_named() {
   local i
   for i in "${wanted[@]}"; do
     [[ ${i%:*} == */$1 ]] && { echo "$i"; return; }
   done
-  die "kubeadm asks for no $1 image (${wanted[*]})"
+  die "kubeadm $KUBE_VERSION asks for no $1 image (${wanted[*]}): adapt the images in hack/node-image/build.sh to it, then run: hack/node-image/build.sh"
 }
 img_apiserver=$(image_named kube-apiserver)
 img_cm=$(image_named kube-controller-manager)
@@ -89,9 +89,12 @@ img_etcd=$(image_named etcd)
 img_coredns=$(image_named coredns)
 img_pause=$(image_named pause)
 grep -q "sandbox_image = \"$img_pause\"" "$NODE_DIR/files/etc/containerd/config.toml" ||
-  die "containerd's sandbox_image in files/etc/containerd/config.toml is not $img_pause (kubeadm's pause image): update it"
+  die "containerd's sandbox_image in hack/node-image/files/etc/containerd/config.toml is not $img_pause (kubeadm's pause image): set it to that, then run: hack/node-image/build.sh"
+# hack/kind/flannel.yaml names its image with a placeholder; the version is FLANNEL_VERSION
 img_flannel=lastcall.local/flannel:$FLANNEL_VERSION
-grep -q "image: $img_flannel" "$KIND_DIR/flannel.yaml" || die "hack/kind/flannel.yaml does not use $img_flannel"
+flannel_placeholder=lastcall.local/flannel:FLANNEL_VERSION
+grep -q "image: $flannel_placeholder\$" "$KIND_DIR/flannel.yaml" ||
+  die "hack/kind/flannel.yaml does not use the image $flannel_placeholder (build.sh replaces the placeholder): put it back, then run: hack/node-image/build.sh"
 
 coredns_version=${img_coredns##*:}
 step "CoreDNS $coredns_version"
@@ -117,13 +120,13 @@ scratch_image() {
     echo "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     printf '%s\n' "$@"
   } >"$ctx/Dockerfile"
-  dbuild -t "$name" "$ctx" || die "docker build of $name failed"
+  dbuild -t "$name" "$ctx" || die "docker build of $name failed (above): check Docker (hack/docker-up.sh --dry-run), then run: hack/node-image/build.sh"
 }
 step "slim base for host-network pods (iptables, nftables, conntrack)"
 netbase=lastcall.local/kind-netbase:${rootfs##*:}-$( (cat "$NODE_DIR/Dockerfile.netbase" "$NODE_DIR"/netbase/*) | sha256sum | cut -c1-8)
 if ! docker image inspect "$netbase" >/dev/null 2>&1; then
   dbuild --build-arg "ROOTFS=$rootfs" -f "$NODE_DIR/Dockerfile.netbase" -t "$netbase" "$NODE_DIR" ||
-    die "docker build of $netbase failed"
+    die "docker build of $netbase failed (above): fix hack/node-image/Dockerfile.netbase or hack/node-image/netbase/, then run: hack/node-image/build.sh"
 fi
 step "control-plane, DNS, pause and flannel images"
 scratch_image "$img_apiserver" "$kube/kube-apiserver"
@@ -143,11 +146,12 @@ mkdir -p "$ctx/bin" "$ctx/manifests"
 cp -a "$NODE_DIR/files" "$NODE_DIR/setup-node.sh" "$NODE_DIR/Dockerfile" "$ctx/"
 for b in kubelet kubeadm kubectl; do ln -f "$kube/$b" "$ctx/bin/" 2>/dev/null || cp "$kube/$b" "$ctx/bin/"; done
 cp "$work/bin/runc-wrapper" "$ctx/bin/"
-cp "$KIND_DIR/flannel.yaml" "$ctx/manifests/default-cni.yaml"
+sed "s#$flannel_placeholder#$img_flannel#" "$KIND_DIR/flannel.yaml" >"$ctx/manifests/default-cni.yaml"
 cp "$KIND_DIR/default-storage.yaml" "$ctx/manifests/default-storage.yaml"
 printf '%s' "$KUBE_VERSION" >"$ctx/version"
 base=$tag-base
-dbuild --build-arg "ROOTFS=$rootfs" -t "$base" "$ctx" || die "docker build of the node base image failed"
+dbuild --build-arg "ROOTFS=$rootfs" -t "$base" "$ctx" ||
+  die "docker build of the node base image failed (above): fix hack/node-image/Dockerfile, setup-node.sh or files/, then run: hack/node-image/build.sh"
 
 step "preloading ${#preload[@]} images into the node's containerd"
 build_container=lastcall-node-build-$$
@@ -157,16 +161,16 @@ docker run -d --init --name "$build_container" --entrypoint sleep --security-opt
 docker exec "$build_container" bash -c 'containerd >/tmp/containerd.log 2>&1 & echo $! >/tmp/containerd.pid'
 for i in $(seq 1 30); do
   docker exec "$build_container" ctr version >/dev/null 2>&1 && break
-  [[ $i -lt 30 ]] || die "containerd did not start in the build container: $(docker exec "$build_container" tail -n 5 /tmp/containerd.log)"
+  [[ $i -lt 30 ]] || die "containerd did not start in the build container: $(docker exec "$build_container" tail -n 5 /tmp/containerd.log); fix the node image's containerd setup (hack/node-image/files/etc/containerd), then run: hack/node-image/build.sh"
   sleep 1
 done
 docker save "${preload[@]}" |
   docker exec -i "$build_container" ctr --namespace=k8s.io images import --no-unpack --digests - >/dev/null ||
-  die "importing images into the node's containerd failed"
+  die "importing images into the node's containerd failed (above): check disk space (docker system df), then run: hack/node-image/build.sh"
 missing=()
 have=$(docker exec "$build_container" ctr --namespace=k8s.io images list -q)
 for i in "${preload[@]}"; do grep -qxF "$i" <<<"$have" || missing+=("$i"); done
-[[ ${#missing[@]} -eq 0 ]] || die "not in the node's containerd after import: ${missing[*]}"
+[[ ${#missing[@]} -eq 0 ]] || die "not in the node's containerd after import: ${missing[*]}; check their names against kubeadm config images list, then run: hack/node-image/build.sh"
 docker exec "$build_container" bash -c '
   pid=$(cat /tmp/containerd.pid)
   kill "$pid"

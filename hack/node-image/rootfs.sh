@@ -3,15 +3,16 @@
 # into Docker. Cached: the tarball in $LASTCALL_CACHE/kind-node/ and the Docker image are named
 # by a hash of the suite, the package list and REVISION below, and reused while those stay the same.
 #
-# Usage: hack/node-image/rootfs.sh [--help]      prints the image name, e.g. lastcall.local/kind-rootfs:bookworm-0123abcd
-# Env:   NODE_DEBIAN_SUITE   Debian suite (default bookworm: containerd 1.6, runc 1.1, CNI plugins 1.1)
+# Usage: hack/node-image/rootfs.sh [--help]      prints the image name, e.g. lastcall.local/kind-rootfs:<suite>-0123abcd
+# Env:   NODE_DEBIAN_SUITE   Debian suite (hack/versions.env; its containerd, runc and CNI plugins
+#                            are the node's)
 #        DEBIAN_MIRROR       mirror URL; default: the first Debian mirror this machine's apt uses
 #                            (/etc/apt/sources.list.d/*.sources, then /etc/apt/sources.list)
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 only_help_flag "$@"
 
-SUITE=${NODE_DEBIAN_SUITE:-bookworm}
+SUITE=$NODE_DEBIAN_SUITE
 # What a kind node runs: systemd as PID 1, containerd + runc, CNI plugins, the tools kubelet,
 # kubeadm and kube-proxy call (iptables, nftables, conntrack, socat, mount, ethtool, ...), and jq
 # for the containerd createContainer hook.
@@ -62,14 +63,16 @@ debian_mirror() {
       return
     fi
   done
-  die "no Debian mirror found in /etc/apt: set DEBIAN_MIRROR"
+  die "no Debian mirror found in /etc/apt: set DEBIAN_MIRROR to a Debian mirror's URL, then run: hack/node-image/rootfs.sh"
 }
 
 if [[ ! -s $tarball ]]; then
-  [[ $EUID -eq 0 ]] || die "debootstrap needs root"
+  [[ $EUID -eq 0 ]] ||
+    die "building the node image's Debian rootfs (debootstrap) needs root: run as root (sudo make kind-up), or use a ready node image: KIND_NODE_IMAGE=<image> hack/kind-up.sh"
   if ! command -v debootstrap >/dev/null; then
-    log "installing debootstrap"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    log "installing Debian's debootstrap with apt-get (it builds the node image's rootfs)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } ||
+      die "apt-get install debootstrap failed (above): fix apt, then run: hack/node-image/rootfs.sh"
   fi
   mirror=$(debian_mirror)
   mkdir -p "$dir"
@@ -85,7 +88,7 @@ if [[ ! -s $tarball ]]; then
   if ! debootstrap --variant=minbase --include="$includes" "$SUITE" "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1; then
     tail -n 20 "$work/debootstrap.log" >&2
     [[ -f $work/root/debootstrap/debootstrap.log ]] && tail -n 20 "$work/root/debootstrap/debootstrap.log" >&2
-    die "debootstrap failed (log above)"
+    die "debootstrap failed (log above): check the mirror $mirror (DEBIAN_MIRROR overrides it), then run: hack/node-image/rootfs.sh"
   fi
   # no package index, caches, or this machine's mirror inside the image
   rm -rf "$work/root/var/lib/apt/lists/"* "$work/root/var/cache/apt/"*.bin "$work/root/var/cache/apt/archives/"*.deb
@@ -97,5 +100,6 @@ if [[ ! -s $tarball ]]; then
 fi
 
 log "importing $tarball as $image"
-docker import --change 'ENV container=docker' --change 'CMD ["/bin/bash"]' "$tarball" "$image" >/dev/null
+docker import --change 'ENV container=docker' --change 'CMD ["/bin/bash"]' "$tarball" "$image" >/dev/null ||
+  die "docker import of $tarball failed (above): check Docker (hack/docker-up.sh --dry-run) and disk space, then run: hack/node-image/rootfs.sh"
 echo "$image"
