@@ -7,6 +7,7 @@ package consultest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -38,14 +39,35 @@ type Agent struct {
 // unless RequireEnv is set.
 func Start(t testing.TB) *Agent {
 	t.Helper()
+	a, err := New()
+	switch {
+	case errors.Is(err, ErrNoBinary) && os.Getenv(RequireEnv) != "1":
+		t.Skipf("%s is not set: run `make test` for integration tests against a real Consul agent", BinaryEnv)
+	case err != nil:
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.Close()
+		if t.Failed() {
+			t.Logf("consul output:\n%s", a.out.String())
+		}
+	})
+	return a
+}
+
+// ErrNoBinary is New's answer when BinaryEnv is not set.
+var ErrNoBinary = errors.New(BinaryEnv + " is not set: build consul with hack/build-consul.sh (make test does)")
+
+// New runs an agent until Close, for callers that have no test at hand (TestMain).
+func New() (*Agent, error) {
 	bin := os.Getenv(BinaryEnv)
 	if bin == "" {
-		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("%s is not set: build consul with hack/build-consul.sh (make test does)", BinaryEnv)
-		}
-		t.Skipf("%s is not set: run `make test` for integration tests against a real Consul agent", BinaryEnv)
+		return nil, ErrNoBinary
 	}
-	ports := freePorts(t, 5)
+	ports, err := freePorts(5)
+	if err != nil {
+		return nil, err
+	}
 	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), out: &bytes.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(ports[0]), "-server-port", strconv.Itoa(ports[1]),
@@ -54,19 +76,21 @@ func Start(t testing.TB) *Agent {
 		"-log-level", "warn")
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	if err := a.cmd.Start(); err != nil {
-		t.Fatalf("start consul: %v", err)
+		return nil, fmt.Errorf("start consul: %w", err)
 	}
 	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() {
-		_ = a.cmd.Process.Signal(syscall.SIGCONT) // a stopped agent cannot die otherwise
-		_ = a.cmd.Process.Kill()
-		<-a.done
-		if t.Failed() {
-			t.Logf("consul output:\n%s", a.out.String())
-		}
-	})
-	a.awaitLeader(t)
-	return a
+	if err := a.awaitLeader(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Close stops the agent and waits for it to exit.
+func (a *Agent) Close() {
+	_ = a.cmd.Process.Signal(syscall.SIGCONT) // a stopped agent cannot die otherwise
+	_ = a.cmd.Process.Kill()
+	<-a.done
 }
 
 // Client returns an API client for the agent; rt, when set, wraps the transport.
@@ -91,9 +115,13 @@ func (a *Agent) Kill() { _ = a.cmd.Process.Kill(); <-a.done }
 func (a *Agent) Freeze() { _ = a.cmd.Process.Signal(syscall.SIGSTOP) }
 
 // awaitLeader waits until the dev server has elected itself; there is no blocking API for it.
-func (a *Agent) awaitLeader(t testing.TB) {
-	t.Helper()
-	c := a.Client(t, nil)
+func (a *Agent) awaitLeader() error {
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = a.Addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -102,37 +130,38 @@ func (a *Agent) awaitLeader(t testing.TB) {
 		if leader, err := c.Status().Leader(); err == nil && leader != "" {
 			// The catalog takes writes once the agent's own node is registered.
 			if _, _, err := c.Catalog().Nodes(&api.QueryOptions{RequireConsistent: true}); err == nil {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-a.done:
-			t.Fatalf("consul exited during start:\n%s", a.out.String())
+			return fmt.Errorf("consul exited during start:\n%s", a.out.String())
 		case <-ctx.Done():
-			t.Fatalf("consul elected no leader within 60s:\n%s", a.out.String())
+			return fmt.Errorf("consul elected no leader within 60s:\n%s", a.out.String())
 		case <-tick.C:
 		}
 	}
 }
 
 // freePorts reserves n distinct loopback ports and releases them for the agent to bind.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
+func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	var ports []int
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
 	// serf also binds UDP on its ports; a TCP-free port is almost always UDP-free on loopback.
-	return ports
+	return ports, nil
 }
 
 // String is for test logs.
