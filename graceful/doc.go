@@ -24,7 +24,12 @@
 // method, and a connection failure before the request was written for idempotent methods; it
 // also stops choosing endpoints that said they are going away. Endpoints come from a Picker:
 // NewStatic, or graceful/consulpick for the passing instances of a Consul service.
+// consulpick is a module of its own, so a service that does not use Consul pulls no Consul code.
 //
 // The admin endpoint (loopback only, DefaultAdminAddr) answers GET /status with Status, which
 // lastcall-prestop reads to see traffic stop, and POST /drain.
+//
+// graceful is its own module (github.com/lastcall-dev/lastcall/graceful) with the standard
+// library as its only dependency, at go 1.22, the oldest Go its code builds with; its tests need
+// Go 1.24.
 package graceful

@@ -1,6 +1,9 @@
 // Package consulpick is a graceful.Picker over the passing instances of a Consul service, kept
 // current by a chain of blocking queries: when lastcall-prestop deregisters a pod, callers using
 // it stop choosing that pod as soon as their Consul agent knows.
+//
+// consulpick is a module of its own (github.com/lastcall-dev/lastcall/graceful/consulpick), so
+// that services importing graceful without it pull no Consul code. Its go line is consul/api's.
 package consulpick
 
 import (
