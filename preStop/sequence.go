@@ -157,7 +157,7 @@ func drainRegistries(ctx context.Context, in registry.Instance, d Deps) []Regist
 			r := RegistryResult{Name: reg.Name()}
 			rc, err := reg.Deregister(ctx, in)
 			r.Removed = len(rc.Removed)
-			step(ctx, d.Log, "deregister", t0, err, "registry", r.Name, "removed", rc.Names(), "index", rc.Index)
+			step(ctx, d.Log, "deregister", t0, err, "registry", r.Name, "removed", rc.Names(), "version", rc.Version)
 			if err == nil {
 				t1 := time.Now()
 				err = reg.AwaitPropagated(ctx, in, rc)

@@ -40,10 +40,13 @@ type Receipt struct {
 	// Removed lists the registrations that Deregister took away (or, where the registry
 	// itself removes them, found still to be removed).
 	Removed []Ref
-	// Index is the registry's change index that carries the removal (Consul raft index,
-	// Kubernetes resourceVersion). Zero when the registry has none.
-	Index uint64
+	// Version marks the registry's state that carries the removal (a Consul raft index, a
+	// Kubernetes resourceVersion). Only the registry that issued it reads it.
+	Version Version
 }
+
+// Version is a registry's opaque change marker; empty when the registry has none.
+type Version string
 
 // Names lists the Removed refs as strings, for logs.
 func (r Receipt) Names() string {

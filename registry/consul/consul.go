@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -131,14 +132,15 @@ func (r *Registry) find(ctx context.Context, in registry.Instance) ([]found, err
 	return out, nil
 }
 
-// Deregister implements registry.Registry. The receipt's Index is read back with a consistent
-// query after the removal, so it is at least the raft index that carries it.
+// Deregister implements registry.Registry. The receipt's Version is the raft index read back
+// with a consistent query after the removal, so it is at least the index that carries it.
 func (r *Registry) Deregister(ctx context.Context, in registry.Instance) (registry.Receipt, error) {
 	instances, err := r.find(ctx, in)
 	if err != nil {
 		return registry.Receipt{}, err
 	}
 	var rc registry.Receipt
+	var index uint64
 	for _, f := range instances {
 		if err := r.remove(ctx, f); err != nil {
 			return rc, err
@@ -152,7 +154,10 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) (regist
 		if err != nil {
 			return rc, fmt.Errorf("consul: read index after deregistering %q: %w", name, err)
 		}
-		rc.Index = max(rc.Index, meta.LastIndex)
+		index = max(index, meta.LastIndex)
+	}
+	if index > 0 {
+		rc.Version = Version(index)
 	}
 	return rc, nil
 }
@@ -177,7 +182,11 @@ func (r *Registry) remove(ctx context.Context, f found) error {
 // AwaitPropagated implements registry.Registry: on every server, a chain of blocking stale
 // queries on health/service?passing returns once that server's state has reached the receipt's
 // index and no longer lists any removed instance.
-func (r *Registry) AwaitPropagated(ctx context.Context, in registry.Instance, rc registry.Receipt) error {
+func (r *Registry) AwaitPropagated(ctx context.Context, _ registry.Instance, rc registry.Receipt) error {
+	want, err := parseIndex(rc.Version)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -188,7 +197,7 @@ func (r *Registry) AwaitPropagated(ctx context.Context, in registry.Instance, rc
 	for _, name := range serviceNames(rc.Removed) {
 		for i, srv := range r.cfg.Servers {
 			wg.Go(func() {
-				if err := r.awaitOn(ctx, srv, name, rc); err != nil {
+				if err := r.awaitOn(ctx, srv, name, want, rc.Removed); err != nil {
 					mu.Lock()
 					errs = append(errs, fmt.Errorf("consul server %d, service %q: %w", i, name, err))
 					mu.Unlock()
@@ -201,7 +210,7 @@ func (r *Registry) AwaitPropagated(ctx context.Context, in registry.Instance, rc
 	return errors.Join(errs...)
 }
 
-func (r *Registry) awaitOn(ctx context.Context, srv *api.Client, name string, rc registry.Receipt) error {
+func (r *Registry) awaitOn(ctx context.Context, srv *api.Client, name string, want uint64, removed []registry.Ref) error {
 	var index uint64
 	for {
 		q := (&api.QueryOptions{AllowStale: true, WaitIndex: index, WaitTime: maxBlock}).WithContext(ctx)
@@ -212,7 +221,7 @@ func (r *Registry) awaitOn(ctx context.Context, srv *api.Client, name string, rc
 			}
 			return fmt.Errorf("blocking query: %w", err)
 		}
-		if meta.LastIndex >= rc.Index && !listsAny(entries, rc.Removed) {
+		if meta.LastIndex >= want && !listsAny(entries, removed) {
 			return nil
 		}
 		// Consul's rules for blocking queries: an index that goes backwards means a reset.
@@ -245,6 +254,23 @@ func (r *Registry) Visible(ctx context.Context, in registry.Instance) (bool, err
 		}
 	}
 	return true, nil
+}
+
+// parseIndex reads a receipt's version back as the raft index Deregister wrote into it.
+func parseIndex(v registry.Version) (uint64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("consul: receipt version %q is not a raft index: %w", v, err)
+	}
+	return n, nil
+}
+
+// Version is the receipt version of a raft index, for callers that read the index themselves.
+func Version(index uint64) registry.Version {
+	return registry.Version(strconv.FormatUint(index, 10))
 }
 
 func listsAny(entries []*api.ServiceEntry, refs []registry.Ref) bool {

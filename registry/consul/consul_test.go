@@ -115,7 +115,7 @@ func TestDeregisterRemovesOnlyThePodsInstancesEverywhere(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(rc.Removed) != 1 || rc.Removed[0] != (registry.Ref{Service: "web", ID: "web-a-8080"}) || rc.Index == 0 {
+			if len(rc.Removed) != 1 || rc.Removed[0] != (registry.Ref{Service: "web", ID: "web-a-8080"}) || rc.Version == "" {
 				t.Fatalf("receipt = %+v", rc)
 			}
 			if err := r.AwaitPropagated(ctx, tt.in, rc); err != nil {
@@ -211,7 +211,7 @@ func TestAwaitPropagatedReturnsThroughABlockingQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: "web-a-8080"}}, Index: meta.LastIndex}
+	rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: "web-a-8080"}}, Version: consul.Version(meta.LastIndex)}
 	returned := make(chan time.Time, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -338,7 +338,7 @@ func BenchmarkDetectionLag(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: id}}, Index: meta.LastIndex}
+		rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: id}}, Version: consul.Version(meta.LastIndex)}
 		returned := make(chan time.Time, 1)
 		go func() {
 			if err := r.AwaitPropagated(context.Background(), podA, rc); err != nil {

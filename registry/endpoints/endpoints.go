@@ -58,7 +58,7 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) (regist
 	if err != nil {
 		return registry.Receipt{}, fmt.Errorf("endpoints: list EndpointSlices in %s: %w", in.Namespace, err)
 	}
-	var rc registry.Receipt
+	rc := registry.Receipt{Version: registry.Version(list.ResourceVersion)}
 	for i := range list.Items {
 		for _, ep := range podEndpoints(&list.Items[i], in.UID) {
 			for _, addr := range ep.Addresses {

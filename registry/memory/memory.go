@@ -5,6 +5,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/lastcall-dev/lastcall/registry"
@@ -85,7 +86,7 @@ func (r *Registry) Deregister(_ context.Context, in registry.Instance) (registry
 		return registry.Receipt{}, nil
 	}
 	delete(r.registered, in.UID)
-	return registry.Receipt{Removed: []registry.Ref{{Service: r.name, ID: in.UID}}, Index: uint64(r.deregistered)}, nil
+	return registry.Receipt{Removed: []registry.Ref{{Service: r.name, ID: in.UID}}, Version: registry.Version(strconv.Itoa(r.deregistered))}, nil
 }
 
 // AwaitPropagated implements registry.Registry.
