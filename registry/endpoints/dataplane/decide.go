@@ -109,7 +109,18 @@ func Decide(d Draining, chains []Chain) map[netip.Addr]Verdict {
 func compareRoutes(a, b Route) int {
 	return cmp.Or(
 		cmp.Compare(a.Service, b.Service),
-		cmp.Compare(a.Chain, b.Chain),
+		compareBool(a.Local, b.Local),
 		a.Endpoint.Compare(b.Endpoint),
+		cmp.Compare(a.Chain, b.Chain),
 	)
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

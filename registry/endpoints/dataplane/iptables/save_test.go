@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
 )
 
 // catPath is found before the tests replace PATH.
@@ -74,20 +75,20 @@ func TestSaverDumpAndForget(t *testing.T) {
 	dir := fakeCommands(t, map[string]string{"ip6tables-nft-save": "ipv6.txt", "ip6tables-legacy-save": "none.txt"})
 	s := NewSaver()
 	probe := New(s)
-	got, err := probe.Check(context.Background(), addrs(t, []string{"fd00:10:244:1::3"}))
+	got, err := probe.Check(context.Background(), probetest.Addrs(t, []string{"fd00:10:244:1::3"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := got[addrs(t, []string{"fd00:10:244:1::3"})[0]]; v.State != dataplane.Routed {
+	if v := got[probetest.Addrs(t, []string{"fd00:10:244:1::3"})[0]]; v.State != dataplane.Routed {
 		t.Fatalf("got %v, want Routed", v)
 	}
 
 	// kube-proxy's rules move to the other backend: the first check fails, and forgets the choice.
 	fakeCommandsIn(t, dir, map[string]string{"ip6tables-nft-save": "none.txt", "ip6tables-legacy-save": "ipv6.txt"})
-	if _, err := probe.Check(context.Background(), addrs(t, []string{"fd00:10:244:1::3"})); !errors.Is(err, dataplane.ErrRulesNotFound) {
+	if _, err := probe.Check(context.Background(), probetest.Addrs(t, []string{"fd00:10:244:1::3"})); !errors.Is(err, dataplane.ErrRulesNotFound) {
 		t.Fatalf("got %v, want ErrRulesNotFound", err)
 	}
-	if _, err := probe.Check(context.Background(), addrs(t, []string{"fd00:10:244:1::3"})); err != nil {
+	if _, err := probe.Check(context.Background(), probetest.Addrs(t, []string{"fd00:10:244:1::3"})); err != nil {
 		t.Fatalf("after Forget: %v", err)
 	}
 	if name, _ := s.command(context.Background(), dataplane.IPv6); name != "ip6tables-legacy-save" {
