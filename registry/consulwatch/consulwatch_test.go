@@ -111,7 +111,7 @@ func (s *script) times() []time.Duration {
 	return out
 }
 
-var errUnavailable = errors.New("Unexpected response code: 500 (No cluster leader)")
+var errUnavailable = errors.New("unexpected response code: 500 (No cluster leader)")
 
 func TestWatchFollowsTheIndex(t *testing.T) {
 	tests := []struct {
@@ -316,7 +316,7 @@ func TestWatchNoMetadataIsAnError(t *testing.T) {
 		err := consulwatch.Watch(t.Context(), consulwatch.Config{OnError: func(err error, _ time.Duration) error { got = err; return err }},
 			func(*api.QueryOptions) (int, *api.QueryMeta, error) { return 0, nil, nil },
 			func(int, *api.QueryMeta) bool { t.Error("handled an answer without metadata"); return true })
-		if err == nil || err != got {
+		if err == nil || !errors.Is(err, got) {
 			t.Errorf("Watch = %v, OnError saw %v; want the same error", err, got)
 		}
 	})
