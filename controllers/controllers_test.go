@@ -34,7 +34,7 @@ import (
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/controllers/warnings"
 	"github.com/lastcall-dev/lastcall/registry/consul"
-	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/apitest"
 )
 

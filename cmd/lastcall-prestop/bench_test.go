@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
 )
 
 // BenchmarkBinary builds lastcall-prestop as it ships (static, stripped) and runs the real Consul

@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
 )
 
 func TestRunExitCodes(t *testing.T) {

@@ -16,13 +16,11 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch"
 )
 
 // DefaultMetaKey is the service meta key that carries the pod UID.
 const DefaultMetaKey = "pod-uid"
-
-// maxBlock caps one blocking query; the context ends the wait sooner.
-const maxBlock = 5 * time.Minute
 
 // Config selects the Consul endpoints and how instances are matched.
 type Config struct {
@@ -211,29 +209,14 @@ func (r *Registry) AwaitPropagated(ctx context.Context, _ registry.Instance, rc 
 }
 
 func (r *Registry) awaitOn(ctx context.Context, srv *api.Client, name string, want uint64, removed []registry.Ref) error {
-	var index uint64
-	for {
-		q := (&api.QueryOptions{AllowStale: true, WaitIndex: index, WaitTime: maxBlock}).WithContext(ctx)
-		entries, meta, err := srv.Health().Service(name, "", true, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("blocking query: %w", err)
-		}
-		if meta.LastIndex >= want && !listsAny(entries, removed) {
-			return nil
-		}
-		// Consul's rules for blocking queries: an index that goes backwards means a reset.
-		switch {
-		case meta.LastIndex < index:
-			index = 0
-		case meta.LastIndex == 0:
-			index = 1
-		default:
-			index = meta.LastIndex
-		}
-	}
+	return consulwatch.Watch(ctx, consulwatch.Config{
+		Options: api.QueryOptions{AllowStale: true},
+		// Confirming, not following: a server that cannot answer fails the confirmation, and the
+		// helper falls back to its bounded wait.
+		OnError: func(err error, _ time.Duration) error { return fmt.Errorf("blocking query: %w", err) },
+	}, consulwatch.Passing(srv.Health(), name), func(entries []*api.ServiceEntry, meta *api.QueryMeta) bool {
+		return meta.LastIndex >= want && !listsAny(entries, removed)
+	})
 }
 
 // Visible implements registry.Registry: every server lists the instance as passing.

@@ -13,17 +13,28 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/onsi/gomega"
 
 	prestop "github.com/lastcall-dev/lastcall/preStop"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/consul"
-	"github.com/lastcall-dev/lastcall/registry/consul/consultest"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch"
+	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
+	"github.com/lastcall-dev/lastcall/registry/internal/tcpfault"
 )
 
-var (
-	podA = registry.Instance{Namespace: "shop", Pod: "web-a", UID: "uid-a", IP: "10.1.0.1", Service: "web"}
-	podB = registry.Instance{Namespace: "shop", Pod: "web-b", UID: "uid-b", IP: "10.1.0.2", Service: "web"}
-)
+// One agent serves the whole package; each test registers under names of its own.
+func TestMain(m *testing.M) { consultest.Main(m) }
+
+// pods returns two pods of one service whose names, UIDs and IPs belong to this test alone.
+func pods(t testing.TB) (a, b registry.Instance) {
+	n := strconv.FormatInt(nextPod.Add(1), 10)
+	svc := "web-" + n
+	return registry.Instance{Namespace: "shop", Pod: "web-a", UID: "uid-a-" + n, IP: "10.1.0.1", Service: svc},
+		registry.Instance{Namespace: "shop", Pod: "web-b", UID: "uid-b-" + n, IP: "10.1.0.2", Service: svc}
+}
+
+var nextPod atomic.Int64
 
 // register adds an instance the way an app does: via its agent, with an HTTP health check,
 // and waits (blocking query) until it passes.
@@ -41,24 +52,20 @@ func register(t *testing.T, c *api.Client, in registry.Instance, id string, meta
 	if err := c.Agent().ServiceRegister(reg); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Agent().ServiceDeregister(id) })
 	awaitPassing(t, c, in.Service, id, true)
 }
 
-// awaitPassing waits with blocking queries until id is (or is not) listed as passing.
+// awaitPassing follows the service until id is (or is not) listed as passing.
 func awaitPassing(t *testing.T, c *api.Client, service, id string, want bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var index uint64
-	for {
-		entries, meta, err := c.Health().Service(service, "", true, (&api.QueryOptions{WaitIndex: index}).WithContext(ctx))
-		if err != nil {
-			t.Fatalf("waiting for %s passing=%v: %v", id, want, err)
-		}
-		if slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == id }) == want {
-			return
-		}
-		index = meta.LastIndex
+	err := consulwatch.Watch(ctx, consulwatch.Config{}, consulwatch.Passing(c.Health(), service), func(entries []*api.ServiceEntry, _ *api.QueryMeta) bool {
+		return slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == id }) == want
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s passing=%v: %v", id, want, err)
 	}
 }
 
@@ -71,19 +78,19 @@ func newRegistry(t *testing.T, c *api.Client, serviceID string) *consul.Registry
 	return r
 }
 
-func listed(t *testing.T, c *api.Client, id string) (agent, catalog, passing bool) {
+func listed(t *testing.T, c *api.Client, service, id string) (agent, catalog, passing bool) {
 	t.Helper()
 	svcs, err := c.Agent().Services()
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, agent = svcs[id]
-	cat, _, err := c.Catalog().Service("web", "", &api.QueryOptions{RequireConsistent: true})
+	cat, _, err := c.Catalog().Service(service, "", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	catalog = slices.ContainsFunc(cat, func(s *api.CatalogService) bool { return s.ServiceID == id })
-	h, _, err := c.Health().Service("web", "", true, &api.QueryOptions{RequireConsistent: true})
+	h, _, err := c.Health().Service(service, "", true, &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,50 +99,58 @@ func listed(t *testing.T, c *api.Client, id string) (agent, catalog, passing boo
 }
 
 func TestDeregisterRemovesOnlyThePodsInstancesEverywhere(t *testing.T) {
-	agent := consultest.Start(t)
-	c := agent.Client(t, nil)
+	c := consultest.Shared(t).Client(t, nil)
 	tests := []struct {
 		name      string
-		in        registry.Instance
-		serviceID string
+		in        func(a registry.Instance) registry.Instance
+		serviceID bool
 		meta      bool
 	}{
-		{"by pod UID in meta", podA, "", true},
-		{"by address, no meta", registry.Instance{Namespace: "shop", Pod: "web-a", IP: podA.IP, Service: "web"}, "", false},
-		{"by explicit service ID", registry.Instance{Namespace: "shop", Pod: "web-a"}, "web-a-8080", false},
-		{"without a service name", registry.Instance{UID: podA.UID}, "", true},
+		{"by pod UID in meta", func(a registry.Instance) registry.Instance { return a }, false, true},
+		{"by address, no meta", func(a registry.Instance) registry.Instance {
+			return registry.Instance{Namespace: "shop", Pod: "web-a", IP: a.IP, Service: a.Service}
+		}, false, false},
+		{"by explicit service ID", func(registry.Instance) registry.Instance { return registry.Instance{Namespace: "shop", Pod: "web-a"} }, true, false},
+		{"without a service name", func(a registry.Instance) registry.Instance { return registry.Instance{UID: a.UID} }, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			register(t, c, podA, "web-a-8080", tt.meta)
-			register(t, c, podB, "web-b-8080", true)
-			r := newRegistry(t, c, tt.serviceID)
+			podA, podB := pods(t)
+			idA, idB := podA.Service+"-a", podA.Service+"-b"
+			register(t, c, podA, idA, tt.meta)
+			register(t, c, podB, idB, true)
+			serviceID := ""
+			if tt.serviceID {
+				serviceID = idA
+			}
+			r := newRegistry(t, c, serviceID)
 			ctx := context.Background()
-			rc, err := r.Deregister(ctx, tt.in)
+			in := tt.in(podA)
+			rc, err := r.Deregister(ctx, in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(rc.Removed) != 1 || rc.Removed[0] != (registry.Ref{Service: "web", ID: "web-a-8080"}) || rc.Version == "" {
+			if len(rc.Removed) != 1 || rc.Removed[0] != (registry.Ref{Service: podA.Service, ID: idA}) || rc.Version == "" {
 				t.Fatalf("receipt = %+v", rc)
 			}
-			if err := r.AwaitPropagated(ctx, tt.in, rc); err != nil {
+			if err := r.AwaitPropagated(ctx, in, rc); err != nil {
 				t.Fatal(err)
 			}
-			if a, cat, p := listed(t, c, "web-a-8080"); a || cat || p {
+			if a, cat, p := listed(t, c, podA.Service, idA); a || cat || p {
 				t.Errorf("pod A still listed: agent=%v catalog=%v passing=%v", a, cat, p)
 			}
-			if a, cat, p := listed(t, c, "web-b-8080"); !a || !cat || !p {
+			if a, cat, p := listed(t, c, podB.Service, idB); !a || !cat || !p {
 				t.Errorf("pod B lost: agent=%v catalog=%v passing=%v", a, cat, p)
 			}
-			_ = c.Agent().ServiceDeregister("web-b-8080")
 		})
 	}
 }
 
 func TestDeregisterIsIdempotent(t *testing.T) {
-	agent := consultest.Start(t)
-	c := agent.Client(t, nil)
-	register(t, c, podA, "web-a-8080", true)
+	c := consultest.Shared(t).Client(t, nil)
+	podA, _ := pods(t)
+	id := podA.Service + "-a"
+	register(t, c, podA, id, true)
 	r := newRegistry(t, c, "")
 	ctx := context.Background()
 	if _, err := r.Deregister(ctx, podA); err != nil {
@@ -149,17 +164,18 @@ func TestDeregisterIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An explicit ID that is already gone is fine too.
-	if _, err := newRegistry(t, c, "web-a-8080").Deregister(ctx, podA); err != nil {
+	if _, err := newRegistry(t, c, id).Deregister(ctx, podA); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestDeregisterCatalogOnlyInstance(t *testing.T) {
-	agent := consultest.Start(t)
-	c := agent.Client(t, nil)
+	c := consultest.Shared(t).Client(t, nil)
+	podA, _ := pods(t)
+	id := podA.Service + "-ext"
 	_, err := c.Catalog().Register(&api.CatalogRegistration{
 		Node: "external-node", Address: "10.9.9.9",
-		Service: &api.AgentService{ID: "web-a-ext", Service: "web", Address: podA.IP, Port: 8080,
+		Service: &api.AgentService{ID: id, Service: podA.Service, Address: podA.IP, Port: 8080,
 			Meta: map[string]string{consul.DefaultMetaKey: podA.UID}},
 	}, nil)
 	if err != nil {
@@ -174,22 +190,22 @@ func TestDeregisterCatalogOnlyInstance(t *testing.T) {
 	if err := r.AwaitPropagated(ctx, podA, rc); err != nil {
 		t.Fatal(err)
 	}
-	if _, cat, _ := listed(t, c, "web-a-ext"); cat {
+	if _, cat, _ := listed(t, c, podA.Service, id); cat {
 		t.Error("catalog-only instance still in the catalog")
 	}
 }
 
-// countingTransport counts requests to one path prefix and records their raw queries.
+// countingTransport counts requests to one path and records their raw queries.
 type countingTransport struct {
 	base    http.RoundTripper
-	prefix  string
+	path    string
 	mu      sync.Mutex
 	queries []string
 	sent    chan struct{} // one value per matching request, sent before it goes out
 }
 
 func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if strings.HasPrefix(req.URL.Path, c.prefix) {
+	if req.URL.Path == c.path {
 		c.mu.Lock()
 		c.queries = append(c.queries, req.URL.RawQuery)
 		c.mu.Unlock()
@@ -199,19 +215,21 @@ func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 func TestAwaitPropagatedReturnsThroughABlockingQuery(t *testing.T) {
-	agent := consultest.Start(t)
+	agent := consultest.Shared(t)
 	admin := agent.Client(t, nil)
-	register(t, admin, podA, "web-a-8080", true)
-	ct := &countingTransport{prefix: "/v1/health/service/web", sent: make(chan struct{}, 100)}
+	podA, _ := pods(t)
+	id := podA.Service + "-a"
+	register(t, admin, podA, id, true)
+	ct := &countingTransport{path: "/v1/health/service/" + podA.Service, sent: make(chan struct{}, 100)}
 	watcher := agent.Client(t, func(rt http.RoundTripper) http.RoundTripper { ct.base = rt; return ct })
 	r := newRegistry(t, watcher, "")
 
 	// The instance is still registered: AwaitPropagated must wait for the removal, not find it.
-	_, meta, err := admin.Health().Service("web", "", true, nil)
+	_, meta, err := admin.Health().Service(podA.Service, "", true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: "web-a-8080"}}, Version: consul.Version(meta.LastIndex)}
+	rc := registry.Receipt{Removed: []registry.Ref{{Service: podA.Service, ID: id}}, Version: consul.Version(meta.LastIndex)}
 	returned := make(chan time.Time, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -222,15 +240,11 @@ func TestAwaitPropagatedReturnsThroughABlockingQuery(t *testing.T) {
 	<-ct.sent // first query: answers at once with the current state
 	<-ct.sent // second query: carries the index and blocks on the server
 	deregistered := time.Now()
-	if err := admin.Agent().ServiceDeregister("web-a-8080"); err != nil {
+	if err := admin.Agent().ServiceDeregister(id); err != nil {
 		t.Fatal(err)
 	}
 	var at time.Time
-	select {
-	case at = <-returned:
-	case <-time.After(10 * time.Second):
-		t.Fatal("AwaitPropagated did not return within 10s of the deregistration")
-	}
+	gomega.NewWithT(t).Eventually(returned).WithTimeout(10*time.Second).Should(gomega.Receive(&at), "AwaitPropagated returns after the deregistration")
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -249,23 +263,25 @@ func TestAwaitPropagatedReturnsThroughABlockingQuery(t *testing.T) {
 }
 
 func TestVisible(t *testing.T) {
-	agent := consultest.Start(t)
-	c := agent.Client(t, nil)
+	c := consultest.Shared(t).Client(t, nil)
+	podA, _ := pods(t)
+	id, check := podA.Service+"-a", "ttl-"+podA.Service
 	r := newRegistry(t, c, "")
 	ctx := context.Background()
 	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: "web-a-8080", Name: "web", Address: podA.IP, Meta: map[string]string{consul.DefaultMetaKey: podA.UID},
-		Check: &api.AgentServiceCheck{CheckID: "ttl-a", TTL: "1m"},
+		ID: id, Name: podA.Service, Address: podA.IP, Meta: map[string]string{consul.DefaultMetaKey: podA.UID},
+		Check: &api.AgentServiceCheck{CheckID: check, TTL: "1m"},
 	}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Agent().ServiceDeregister(id) })
 	if v, err := r.Visible(ctx, podA); err != nil || v {
 		t.Fatalf("Visible before the check passes = %v, %v; want false", v, err)
 	}
-	if err := c.Agent().UpdateTTL("ttl-a", "", api.HealthPassing); err != nil {
+	if err := c.Agent().UpdateTTL(check, "", api.HealthPassing); err != nil {
 		t.Fatal(err)
 	}
-	awaitPassing(t, c, "web", "web-a-8080", true)
+	awaitPassing(t, c, podA.Service, id, true)
 	if v, err := r.Visible(ctx, podA); err != nil || !v {
 		t.Fatalf("Visible once passing = %v, %v; want true", v, err)
 	}
@@ -275,21 +291,28 @@ func TestVisible(t *testing.T) {
 }
 
 // The helper never outlives its budget, whether the agent dies (connections refused) or freezes
-// (connections accepted, never answered) in the middle of the drain.
+// (connections accepted, never answered) in the middle of the drain. The fault is the helper's
+// view of the shared agent, through a proxy the test breaks.
 func TestDrainSurvivesAgentFailure(t *testing.T) {
+	agent := consultest.Shared(t)
+	c := agent.Client(t, nil)
 	for _, fault := range []string{"kill", "freeze"} {
 		t.Run(fault, func(t *testing.T) {
-			agent := consultest.Start(t)
-			c := agent.Client(t, nil)
-			register(t, c, podA, "web-a-8080", true)
+			podA, _ := pods(t)
+			register(t, c, podA, podA.Service+"-a", true)
+			proxy, err := tcpfault.New(agent.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = proxy.Close() })
 			var once atomic.Bool
-			faulty := agent.Client(t, func(rt http.RoundTripper) http.RoundTripper {
+			faulty := clientTo(t, proxy.Addr, func(rt http.RoundTripper) http.RoundTripper {
 				return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 					if strings.Contains(req.URL.Path, "/deregister/") && once.CompareAndSwap(false, true) {
 						if fault == "kill" {
-							agent.Kill()
+							proxy.Kill()
 						} else {
-							agent.Freeze()
+							proxy.Freeze()
 						}
 					}
 					return rt.RoundTrip(req)
@@ -313,6 +336,19 @@ func TestDrainSurvivesAgentFailure(t *testing.T) {
 	}
 }
 
+// clientTo is a client for addr with a wrapped transport, like consultest.Agent.Client.
+func clientTo(t *testing.T, addr string, rt func(http.RoundTripper) http.RoundTripper) *api.Client {
+	t.Helper()
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = addr
+	cfg.HttpClient = &http.Client{Transport: rt(cfg.Transport)}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -320,9 +356,10 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // BenchmarkDetectionLag measures deregistration applied → AwaitPropagated returns, against a
 // real agent. Reported as p50-ms and max-ms; ns/op includes registering and waiting for health.
 func BenchmarkDetectionLag(b *testing.B) {
-	agent := consultest.Start(b)
+	agent := consultest.Shared(b)
 	c := agent.Client(b, nil)
-	ct := &countingTransport{prefix: "/v1/health/service/web", sent: make(chan struct{}, 1000)}
+	podA, _ := pods(b)
+	ct := &countingTransport{path: "/v1/health/service/" + podA.Service, sent: make(chan struct{}, 1000)}
 	r, err := consul.New(consul.Config{Client: agent.Client(b, func(rt http.RoundTripper) http.RoundTripper { ct.base = rt; return ct })})
 	if err != nil {
 		b.Fatal(err)
@@ -330,15 +367,15 @@ func BenchmarkDetectionLag(b *testing.B) {
 	var lags []time.Duration
 	for i := 0; b.Loop(); i++ {
 		id := "bench-" + strconv.Itoa(i)
-		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: "web", Address: podA.IP,
+		if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: id, Name: podA.Service, Address: podA.IP,
 			Check: &api.AgentServiceCheck{CheckID: id, TTL: "1m", Status: api.HealthPassing}}); err != nil {
 			b.Fatal(err)
 		}
-		_, meta, err := c.Health().Service("web", "", true, &api.QueryOptions{RequireConsistent: true})
+		_, meta, err := c.Health().Service(podA.Service, "", true, &api.QueryOptions{RequireConsistent: true})
 		if err != nil {
 			b.Fatal(err)
 		}
-		rc := registry.Receipt{Removed: []registry.Ref{{Service: "web", ID: id}}, Version: consul.Version(meta.LastIndex)}
+		rc := registry.Receipt{Removed: []registry.Ref{{Service: podA.Service, ID: id}}, Version: consul.Version(meta.LastIndex)}
 		returned := make(chan time.Time, 1)
 		go func() {
 			if err := r.AwaitPropagated(context.Background(), podA, rc); err != nil {
