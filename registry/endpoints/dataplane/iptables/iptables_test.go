@@ -75,17 +75,21 @@ func TestParseLines(t *testing.T) {
 		rules string
 		want  string
 	}{
-		{"counters of iptables-save -c", "[0:0] -A KUBE-SERVICES -d 10.96.0.5/32 -p tcp -m comment --comment \"a/b:c cluster IP\" -j KUBE-SVC-A\n[1:60] -A KUBE-SVC-A -j KUBE-SEP-A\n[0:0] -A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.0.0.1:80\n", "a/b:c KUBE-SVC-A 10.0.0.1:80 others=false"},
-		{"DNAT to a range counts as another endpoint", "-A KUBE-SERVICES -j KUBE-SVC-A\n-A KUBE-SVC-A -m statistic --mode random --probability 0.5 -j KUBE-SEP-A\n-A KUBE-SVC-A -j KUBE-SEP-B\n-A KUBE-SEP-A -j DNAT --to-destination 10.0.0.1:80\n-A KUBE-SEP-B -j DNAT --to-destination 10.0.0.2-10.0.0.3:80\n", " KUBE-SVC-A 10.0.0.1:80 others=true"},
-		{"chains declared after use, jumps via goto", "-A KUBE-NODEPORTS -p tcp -m comment --comment x/y:z -j KUBE-EXT-A\n-A KUBE-EXT-A -g KUBE-SVL-A\n-A KUBE-SVL-A -j KUBE-SEP-A\n-A KUBE-SEP-A -j DNAT --to-destination 10.0.0.1:80\n", "x/y:z KUBE-SVL-A 10.0.0.1:80 others=false"},
-		{"service chain nobody jumps to", "-A KUBE-SVC-A -j KUBE-SEP-A\n-A KUBE-SEP-A -j DNAT --to-destination 10.0.0.1:80\n", ""},
-		{"rules of other tables ignored", "COMMIT\n*filter\n-A KUBE-SERVICES -j KUBE-SVC-A\n-A KUBE-SVC-A -j KUBE-SEP-A\n-A KUBE-SEP-A -j DNAT --to-destination 10.0.0.1:80\n", ""},
+		{"counters of iptables-save -c", "[0:0] -A KUBE-SERVICES -d 10.96.0.5/32 -p tcp -m comment --comment \"a/b:c cluster IP\" -j KUBE-SVC-AAAAAAAAAAAAAAAA\n[1:60] -A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-AAAAAAAAAAAAAAAA\n[0:0] -A KUBE-SEP-AAAAAAAAAAAAAAAA -p tcp -m tcp -j DNAT --to-destination 10.0.0.1:80\n", "a/b:c KUBE-SVC-AAAAAAAAAAAAAAAA 10.0.0.1:80 others=false"},
+		{"DNAT to a range counts as another endpoint", "-A KUBE-SERVICES -j KUBE-SVC-AAAAAAAAAAAAAAAA\n-A KUBE-SVC-AAAAAAAAAAAAAAAA -m statistic --mode random --probability 0.5 -j KUBE-SEP-AAAAAAAAAAAAAAAA\n-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-BBBBBBBBBBBBBBBB\n-A KUBE-SEP-AAAAAAAAAAAAAAAA -j DNAT --to-destination 10.0.0.1:80\n-A KUBE-SEP-BBBBBBBBBBBBBBBB -j DNAT --to-destination 10.0.0.2-10.0.0.3:80\n", " KUBE-SVC-AAAAAAAAAAAAAAAA 10.0.0.1:80 others=true"},
+		{"chains declared after use, jumps via goto", "-A KUBE-NODEPORTS -p tcp -m comment --comment x/y:z -j KUBE-EXT-AAAAAAAAAAAAAAAA\n-A KUBE-EXT-AAAAAAAAAAAAAAAA -g KUBE-SVL-AAAAAAAAAAAAAAAA\n-A KUBE-SVL-AAAAAAAAAAAAAAAA -j KUBE-SEP-AAAAAAAAAAAAAAAA\n-A KUBE-SEP-AAAAAAAAAAAAAAAA -j DNAT --to-destination 10.0.0.1:80\n", "x/y:z KUBE-SVL-AAAAAAAAAAAAAAAA 10.0.0.1:80 others=false"},
+		{"service chain nobody jumps to", "-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-AAAAAAAAAAAAAAAA\n-A KUBE-SEP-AAAAAAAAAAAAAAAA -j DNAT --to-destination 10.0.0.1:80\n", ""},
+		{"kube-proxy prefix, other shape", "-A KUBE-SERVICES -j KUBE-SVC-SHORT\n", "error: line 3: chain KUBE-SVC-SHORT is not named like kube-proxy v1.37's KUBE-SVC-<16 characters>"},
+		{"rules of other tables ignored", "COMMIT\n*filter\n-A KUBE-SERVICES -j KUBE-SVC-AAAAAAAAAAAAAAAA\n-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-AAAAAAAAAAAAAAAA\n-A KUBE-SEP-AAAAAAAAAAAAAAAA -j DNAT --to-destination 10.0.0.1:80\n", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			chains, err := parse(strings.NewReader("*nat\n:KUBE-SERVICES - [0:0]\n"+tt.rules+"COMMIT\n"), d)
 			if err != nil {
-				t.Fatal(err)
+				if got := "error: " + err.Error(); got != tt.want {
+					t.Errorf("got %q, want %q", got, tt.want)
+				}
+				return
 			}
 			var got []string
 			for _, c := range chains {

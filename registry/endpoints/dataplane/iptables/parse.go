@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
 )
@@ -30,56 +31,86 @@ const (
 	kindSEP        // KUBE-SEP-…: one endpoint, DNAT
 )
 
-func chainKind(name []byte) kind {
-	switch {
-	case len(name) < 8 || string(name[:5]) != "KUBE-":
-		return kindOther
-	case bytes.HasPrefix(name, []byte("KUBE-SEP-")):
-		return kindSEP
-	case bytes.HasPrefix(name, []byte("KUBE-SVC-")):
-		return kindSVC
-	case bytes.HasPrefix(name, []byte("KUBE-SVL-")):
-		return kindSVL
-	case bytes.HasPrefix(name, []byte("KUBE-EXT-")):
-		return kindExt
-	case bytes.HasPrefix(name, []byte("KUBE-FW-")):
-		return kindFW
-	case string(name) == servicesChain, string(name) == nodePortsChain:
-		return kindRoot
-	}
-	return kindOther
+// prefixes of the per-service chains, indexed by kind; each is followed by 16 characters of
+// base32 (proxier.go portProtoHash, servicePortEndpointChainName).
+var prefixes = [...]string{kindExt: "KUBE-EXT-", kindFW: "KUBE-FW-", kindSVC: "KUBE-SVC-", kindSVL: "KUBE-SVL-", kindSEP: "KUBE-SEP-"}
+
+const hashLen = 16
+
+// chainKey identifies one of kube-proxy's chains without keeping its name as a string: a map
+// keyed by it hashes and compares a few fixed bytes and allocates nothing per chain.
+type chainKey struct {
+	kind kind
+	hash [hashLen]byte
 }
 
-// Endpoint destinations of a SEP chain besides an index into parser.hits.
-const (
-	destNone  = -1 // no DNAT seen (yet)
-	destOther = -2 // DNAT to an endpoint that is not draining
-)
+func (k chainKey) String() string {
+	if k.kind == kindRoot {
+		return "KUBE-" + string(bytes.TrimRight(k.hash[:], "\x00"))
+	}
+	return prefixes[k.kind] + string(k.hash[:])
+}
+
+// chainKeyOf classifies a chain name; ok is false for chains that are not kube-proxy's service
+// chains. A name with a kube-proxy prefix but not its shape is an error: a kube-proxy this
+// parser does not know must not look like one without rules.
+func chainKeyOf(name []byte) (key chainKey, ok bool, err error) {
+	if len(name) < 8 || string(name[:5]) != "KUBE-" {
+		return key, false, nil
+	}
+	if string(name) == servicesChain || string(name) == nodePortsChain {
+		key.kind = kindRoot
+		copy(key.hash[:], name[5:])
+		return key, true, nil
+	}
+	for k := kindExt; k <= kindSEP; k++ {
+		if bytes.HasPrefix(name, []byte(prefixes[k])) {
+			if len(name) != len(prefixes[k])+hashLen {
+				return key, false, fmt.Errorf("chain %s is not named like kube-proxy v1.37's %s<16 characters>", name, prefixes[k])
+			}
+			key.kind = k
+			copy(key.hash[:], name[len(prefixes[k]):])
+			return key, true, nil
+		}
+	}
+	return key, false, nil
+}
 
 type node struct {
-	name    string
+	key     chainKey
 	service string
-	kind    kind
-	dest    int32
 }
 
 type edge struct{ from, to uint32 }
 
-// parser reads iptables-save output of the nat table in one pass and keeps only the chain graph
-// between kube-proxy's chains and, per endpoint chain, whether it DNATs to a draining IP: a few
-// bytes per chain, so memory stays small at 50,000 endpoints.
+// sepEdge is a jump from a service chain to an endpoint chain, which may not have been read yet.
+type sepEdge struct {
+	from uint32
+	sep  [hashLen]byte
+}
+
+// parser reads iptables-save output of the nat table in one pass. It keeps the graph of
+// kube-proxy's chains above the endpoint (SEP) chains, the jumps into SEP chains as 20-byte
+// records, and only those SEP chains that DNAT to a draining IP: about 1.5 MB at 50,000
+// endpoints.
 type parser struct {
 	draining dataplane.Draining
-	ids      map[string]uint32
+	ids      map[chainKey]uint32
 	nodes    []node
 	edges    []edge
-	hits     []netip.AddrPort
+	sepEdges []sepEdge
+	hits     map[[hashLen]byte]netip.AddrPort
 	found    bool
+	// sepChains counts the SEP chains declared.
+	sepChains int
+	// last chain a rule was appended to: iptables-save prints a chain's rules together.
+	lastChain []byte
+	lastKey   chainKey
 }
 
 // parse returns the service chains reachable for new connections that select a draining IP.
 func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) {
-	p := &parser{draining: draining, ids: make(map[string]uint32)}
+	p := &parser{draining: draining, ids: make(map[chainKey]uint32), hits: make(map[[hashLen]byte]netip.AddrPort)}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	table := ""
@@ -97,8 +128,8 @@ func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) 
 			table = string(line[1:])
 			continue
 		case ':':
-			if table == "nat" && bytes.HasPrefix(line[1:], []byte(servicesChain+" ")) {
-				p.found = true
+			if table == "nat" {
+				p.declare(line[1:])
 			}
 			continue
 		case '[': // rule counters of iptables-save -c
@@ -110,7 +141,7 @@ func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) 
 			table = ""
 			continue
 		}
-		if table != "nat" || !bytes.HasPrefix(line, []byte("-A ")) {
+		if table != "nat" || !bytes.HasPrefix(line, []byte("-A KUBE-")) {
 			continue
 		}
 		if err := p.rule(line[3:]); err != nil {
@@ -126,11 +157,31 @@ func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) 
 	return p.chains(), nil
 }
 
+// declare notes a chain declaration (":NAME POLICY [counters]"). iptables-save prints them all
+// before the rules, so counting them sizes the tables once instead of growing them.
+func (p *parser) declare(line []byte) {
+	switch {
+	case bytes.HasPrefix(line, []byte(servicesChain+" ")):
+		p.found = true
+	case bytes.HasPrefix(line, []byte(prefixes[kindSEP])):
+		p.sepChains++
+	}
+}
+
 // rule handles the text after "-A ".
 func (p *parser) rule(line []byte) error {
+	if p.sepEdges == nil {
+		// About one jump per endpoint chain from its service chain (two with session
+		// affinity, also one from the Local chain for local endpoints).
+		p.sepEdges = make([]sepEdge, 0, p.sepChains+p.sepChains/8+16)
+	}
 	chain, i := token(line, 0)
-	k := chainKind(chain)
-	if k == kindOther {
+	key, ok, err := p.chainKey(chain)
+	if err != nil || !ok {
+		return err
+	}
+	// Most rules are the two of each SEP chain; only the DNAT one matters.
+	if key.kind == kindSEP && !bytes.Contains(line[i:], []byte("DNAT")) {
 		return nil
 	}
 	var target, comment, dest []byte
@@ -149,50 +200,99 @@ func (p *parser) rule(line []byte) error {
 	if target == nil {
 		return nil
 	}
-	if k == kindSEP {
+	if key.kind == kindSEP {
 		if string(target) == "DNAT" {
-			return p.dnat(chain, dest)
+			return p.dnat(key, dest)
 		}
 		return nil
 	}
-	tk := chainKind(target)
-	if tk == kindOther {
+	tkey, ok, err := chainKeyOf(target)
+	if err != nil || !ok {
+		return err
+	}
+	from := p.id(key)
+	if tkey.kind == kindSEP {
+		p.sepEdges = append(p.sepEdges, sepEdge{from, tkey.hash})
 		return nil
 	}
-	from, to := p.id(chain, k), p.id(target, tk)
+	to := p.id(tkey)
 	p.edges = append(p.edges, edge{from, to})
-	if k == kindRoot && p.nodes[to].service == "" {
+	if key.kind == kindRoot && p.nodes[to].service == "" {
 		p.nodes[to].service = serviceName(comment)
 	}
 	return nil
 }
 
-func (p *parser) dnat(chain, dest []byte) error {
+// chainKey classifies the chain of a rule, reusing the previous rule's answer for the same chain.
+func (p *parser) chainKey(chain []byte) (chainKey, bool, error) {
+	if p.lastChain != nil && bytes.Equal(chain, p.lastChain) {
+		return p.lastKey, true, nil
+	}
+	key, ok, err := chainKeyOf(chain)
+	if err != nil || !ok {
+		return key, ok, err
+	}
+	p.lastChain = append(p.lastChain[:0], chain...)
+	p.lastKey = key
+	return key, true, nil
+}
+
+func (p *parser) dnat(key chainKey, dest []byte) error {
 	if dest == nil {
 		return errors.New("DNAT rule without --to-destination")
 	}
-	id := p.id(chain, kindSEP)
-	ap, err := netip.ParseAddrPort(string(dest))
-	if err != nil || !p.draining.Has(ap.Addr()) {
-		// A destination kube-proxy would not write (a range) counts as an endpoint that is not
-		// draining: the verdict errs towards Routed, never towards NotRouted.
-		p.nodes[id].dest = destOther
-		return nil
+	// A SEP chain not recorded here counts as an endpoint that is not draining, including one
+	// whose destination kube-proxy would not write (a range): the verdict errs towards Routed,
+	// never towards NotRouted.
+	if ap, ok := parseAddrPort(dest); ok && p.draining.Has(ap.Addr()) {
+		p.hits[key.hash] = ap
 	}
-	p.nodes[id].dest = int32(len(p.hits))
-	p.hits = append(p.hits, ap)
 	return nil
 }
 
-func (p *parser) id(name []byte, k kind) uint32 {
-	if id, ok := p.ids[string(name)]; ok {
+func (p *parser) id(key chainKey) uint32 {
+	if id, ok := p.ids[key]; ok {
 		return id
 	}
 	id := uint32(len(p.nodes))
-	s := string(name)
-	p.ids[s] = id
-	p.nodes = append(p.nodes, node{name: s, kind: k, dest: destNone})
+	p.ids[key] = id
+	p.nodes = append(p.nodes, node{key: key})
 	return id
+}
+
+// parseAddrPort parses "10.0.0.1:80" without allocating, and anything else ("[fd00::1]:80")
+// with netip.
+func parseAddrPort(b []byte) (netip.AddrPort, bool) {
+	var ip [4]byte
+	field, digits, n, i := 0, 0, 0, 0
+	for ; i < len(b) && field >= 0 && field < 4; i++ {
+		c := b[i]
+		switch {
+		case c >= '0' && c <= '9' && digits < 3:
+			n = n*10 + int(c-'0')
+			digits++
+		case (c == '.' && field < 3 || c == ':' && field == 3) && digits > 0 && n <= 255:
+			ip[field] = byte(n)
+			field, digits, n = field+1, 0, 0
+		default:
+			field = -1
+		}
+	}
+	if field == 4 && i < len(b) && len(b)-i <= 5 {
+		port := 0
+		for _, c := range b[i:] {
+			if c < '0' || c > '9' {
+				port = -1
+				break
+			}
+			port = port*10 + int(c-'0')
+		}
+		if port >= 0 && port <= 65535 {
+			return netip.AddrPortFrom(netip.AddrFrom4(ip), uint16(port)), true
+		}
+	}
+	ap, err := netip.ParseAddrPort(string(b))
+	return ap, err == nil
 }
 
 // chains walks from KUBE-SERVICES and KUBE-NODEPORTS along the jumps to the service chains a new
@@ -200,7 +300,7 @@ func (p *parser) id(name []byte, k kind) uint32 {
 // reachable service chain jumps to (kube-proxy deletes stale chains late in large clusters,
 // proxier.go syncProxyRules "Delete chains no longer in use") do not count.
 func (p *parser) chains() []dataplane.Chain {
-	// Adjacency in compressed rows: start[n]..start[n+1] indexes adj.
+	// Adjacency in compressed rows: adj[start[n]:start[n+1]] are the targets of node n.
 	start := make([]uint32, len(p.nodes)+1)
 	for _, e := range p.edges {
 		start[e.from+1]++
@@ -209,8 +309,7 @@ func (p *parser) chains() []dataplane.Chain {
 		start[i] += start[i-1]
 	}
 	adj := make([]uint32, len(p.edges))
-	fill := make([]uint32, len(p.nodes))
-	copy(fill, start)
+	fill := slices.Clone(start[:len(p.nodes)])
 	for _, e := range p.edges {
 		adj[fill[e.from]] = e.to
 		fill[e.from]++
@@ -219,54 +318,52 @@ func (p *parser) chains() []dataplane.Chain {
 	reached := make([]bool, len(p.nodes))
 	var queue []uint32
 	for id, n := range p.nodes {
-		if n.kind == kindRoot {
+		if n.key.kind == kindRoot {
 			reached[id] = true
 			queue = append(queue, uint32(id))
 		}
 	}
-	var out []dataplane.Chain
-	seen := fill // reused as a per-chain marker: seen[sep] == chain+1 once counted
-	clear(seen)
 	for len(queue) > 0 {
 		id := queue[0]
 		queue = queue[1:]
-		n := &p.nodes[id]
-		if n.kind == kindSVC || n.kind == kindSVL {
-			if c, ok := p.serviceChain(id, adj[start[id]:start[id+1]], seen); ok {
-				out = append(out, c)
-			}
-			continue
-		}
 		for _, to := range adj[start[id]:start[id+1]] {
 			if p.nodes[to].service == "" {
-				p.nodes[to].service = n.service
+				p.nodes[to].service = p.nodes[id].service
 			}
-			if !reached[to] && p.nodes[to].kind != kindSEP {
+			if !reached[to] {
 				reached[to] = true
 				queue = append(queue, to)
 			}
 		}
 	}
-	return out
-}
 
-func (p *parser) serviceChain(id uint32, targets []uint32, seen []uint32) (dataplane.Chain, bool) {
-	n := p.nodes[id]
-	c := dataplane.Chain{Name: n.name, Service: n.service, Local: n.kind == kindSVL}
-	for _, to := range targets {
-		t := p.nodes[to]
-		if t.kind != kindSEP || seen[to] == id+1 {
+	others := make([]bool, len(p.nodes))
+	selected := map[uint32][]netip.AddrPort{}
+	for _, e := range p.sepEdges {
+		if !reached[e.from] {
 			continue
 		}
-		seen[to] = id + 1
-		switch {
-		case t.dest >= 0:
-			c.Selected = append(c.Selected, p.hits[t.dest])
-		case t.dest == destOther:
-			c.Others = true
+		if k := p.nodes[e.from].key.kind; k != kindSVC && k != kindSVL {
+			continue
+		}
+		if ap, ok := p.hits[e.sep]; ok {
+			selected[e.from] = append(selected[e.from], ap)
+		} else {
+			others[e.from] = true
 		}
 	}
-	return c, len(c.Selected) > 0
+	out := make([]dataplane.Chain, 0, len(selected))
+	for id, eps := range selected {
+		n := p.nodes[id]
+		out = append(out, dataplane.Chain{
+			Name:     n.key.String(),
+			Service:  n.service,
+			Local:    n.key.kind == kindSVL,
+			Selected: eps,
+			Others:   others[id],
+		})
+	}
+	return out
 }
 
 // serviceName takes kube-proxy's service port name from the comment of a KUBE-SERVICES or
