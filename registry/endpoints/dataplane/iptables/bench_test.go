@@ -28,19 +28,7 @@ func BenchmarkCheck(b *testing.B) {
 	ruleset := generateRuleset(benchServices, benchEndpoints)
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("draining=%d", n), func(b *testing.B) {
-			draining := benchDraining(n)
-			probe := New(memory(ruleset))
-			b.SetBytes(int64(len(ruleset)))
-			b.ReportAllocs()
-			for b.Loop() {
-				got, err := probe.Check(context.Background(), draining)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if got[draining[0]].State != dataplane.Routed {
-					b.Fatalf("%v: %v", draining[0], got[draining[0]])
-				}
-			}
+			probetest.Bench(b, New(memory(ruleset)), benchDraining(n), len(ruleset))
 		})
 	}
 }

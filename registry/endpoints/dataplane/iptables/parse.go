@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/ipbytes"
 )
 
 // Chain names and shapes as k8s.io/kubernetes v1.37.0 pkg/proxy/iptables/proxier.go writes them
@@ -244,7 +245,7 @@ func (p *parser) dnat(key chainKey, dest []byte) error {
 	// A SEP chain not recorded here counts as an endpoint that is not draining, including one
 	// whose destination kube-proxy would not write (a range): the verdict errs towards Routed,
 	// never towards NotRouted.
-	if ap, ok := parseAddrPort(dest); ok && p.draining.Has(ap.Addr()) {
+	if ap, ok := ipbytes.ParseAddrPort(dest); ok && p.draining.Has(ap.Addr()) {
 		p.hits[key.hash] = ap
 	}
 	return nil
@@ -258,41 +259,6 @@ func (p *parser) id(key chainKey) uint32 {
 	p.ids[key] = id
 	p.nodes = append(p.nodes, node{key: key})
 	return id
-}
-
-// parseAddrPort parses "10.0.0.1:80" without allocating, and anything else ("[fd00::1]:80")
-// with netip.
-func parseAddrPort(b []byte) (netip.AddrPort, bool) {
-	var ip [4]byte
-	field, digits, n, i := 0, 0, 0, 0
-	for ; i < len(b) && field >= 0 && field < 4; i++ {
-		c := b[i]
-		switch {
-		case c >= '0' && c <= '9' && digits < 3:
-			n = n*10 + int(c-'0')
-			digits++
-		case (c == '.' && field < 3 || c == ':' && field == 3) && digits > 0 && n <= 255:
-			ip[field] = byte(n)
-			field, digits, n = field+1, 0, 0
-		default:
-			field = -1
-		}
-	}
-	if field == 4 && i < len(b) && len(b)-i <= 5 {
-		port := 0
-		for _, c := range b[i:] {
-			if c < '0' || c > '9' {
-				port = -1
-				break
-			}
-			port = port*10 + int(c-'0')
-		}
-		if port >= 0 && port <= 65535 {
-			return netip.AddrPortFrom(netip.AddrFrom4(ip), uint16(port)), true
-		}
-	}
-	ap, err := netip.ParseAddrPort(string(b))
-	return ap, err == nil
 }
 
 // chains walks from KUBE-SERVICES and KUBE-NODEPORTS along the jumps to the service chains a new

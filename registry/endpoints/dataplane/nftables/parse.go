@@ -1,8 +1,6 @@
 package nftables
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -10,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/ipbytes"
 )
 
 // Names kube-proxy v1.37.0 gives its objects (k8s.io/kubernetes pkg/proxy/nftables/proxier.go:
@@ -30,16 +29,16 @@ const (
 	kindEndpoint      // endpoint-…: one endpoint, with session affinity only
 )
 
-func chainKind(name string) kind {
-	switch {
-	case strings.HasPrefix(name, "service-"):
-		return kindService
-	case strings.HasPrefix(name, "local-"):
-		return kindLocal
-	case strings.HasPrefix(name, "external-"):
-		return kindExternal
-	case strings.HasPrefix(name, "endpoint-"):
-		return kindEndpoint
+var kindPrefixes = [...]struct {
+	prefix string
+	kind   kind
+}{{"service-", kindService}, {"local-", kindLocal}, {"external-", kindExternal}, {"endpoint-", kindEndpoint}}
+
+func chainKind[T ~string | ~[]byte](name T) kind {
+	for _, p := range kindPrefixes {
+		if len(name) >= len(p.prefix) && string(name[:len(p.prefix)]) == p.prefix {
+			return p.kind
+		}
 	}
 	return kindOther
 }
@@ -57,50 +56,31 @@ type node struct {
 }
 
 type parser struct {
+	lex      *lexer
 	draining dataplane.Draining
 	ids      map[string]uint32
 	nodes    []node
 	found    bool
 	version  int
+
+	// Scratch for the object being read; its fields can come in any order.
+	chain    []byte
+	targets  []uint32         // chains it goes to
+	selected []netip.AddrPort // draining endpoints it DNATs to
+	others   bool             // it DNATs to an endpoint that is not draining
 }
 
-// parse reads `nft --json list table ip|ip6 kube-proxy` while it streams: one top-level object
-// (table, chain, map, set, rule) is decoded at a time and reduced to the chain graph.
+// parse reads `nft --json list table ip|ip6 kube-proxy` (libnftables-json(5)) while it streams
+// and reduces it to the chain graph; nothing but that graph is kept.
 func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) {
-	p := &parser{draining: draining, ids: make(map[string]uint32)}
-	dec := json.NewDecoder(r)
-	if err := expectDelim(dec, '{'); err != nil {
-		return nil, err
-	}
-	for dec.More() {
-		key, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("read nft JSON: %w", err)
+	p := &parser{lex: newLexer(r), draining: draining, ids: make(map[string]uint32)}
+	err := p.lex.object(func(key []byte) error {
+		if string(key) != "nftables" {
+			return p.lex.skip()
 		}
-		if key != "nftables" {
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return nil, fmt.Errorf("read nft JSON: %w", err)
-			}
-			continue
-		}
-		if err := expectDelim(dec, '['); err != nil {
-			return nil, err
-		}
-		for dec.More() {
-			var o object
-			if err := dec.Decode(&o); err != nil {
-				return nil, fmt.Errorf("read nft JSON: %w", err)
-			}
-			if err := p.object(&o); err != nil {
-				return nil, err
-			}
-		}
-		if err := expectDelim(dec, ']'); err != nil {
-			return nil, err
-		}
-	}
-	if err := expectDelim(dec, '}'); err != nil {
+		return p.lex.array(func(int) error { return p.object() })
+	})
+	if err != nil {
 		return nil, err
 	}
 	if p.version != 1 {
@@ -112,276 +92,306 @@ func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) 
 	return p.chains(), nil
 }
 
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
+// object reads one element of the "nftables" array: {"TYPE": {…}}.
+func (p *parser) object() error {
+	l := p.lex
+	return l.object(func(typ []byte) error {
+		switch string(typ) {
+		case "metainfo":
+			return l.object(func(key []byte) error {
+				if string(key) != "json_schema_version" {
+					return l.skip()
+				}
+				v, err := l.scalar()
+				if err != nil {
+					return err
+				}
+				p.version, _ = strconv.Atoi(string(v))
+				return nil
+			})
+		case "chain":
+			return l.object(func(key []byte) error {
+				if string(key) != "name" {
+					return l.skip()
+				}
+				name, err := l.str()
+				if string(name) == servicesChain {
+					p.found = true
+				}
+				return err
+			})
+		case "map":
+			return p.verdictMapObject()
+		case "rule":
+			return p.rule()
+		}
+		return l.skip()
+	})
+}
+
+// verdictMapObject reads a named map; the elements of service-ips and service-nodeports, the
+// maps the services chain dispatches on, are where new connections enter service chains.
+func (p *parser) verdictMapObject() error {
+	l := p.lex
+	var name []byte
+	p.targets = p.targets[:0]
+	err := l.object(func(key []byte) error {
+		switch string(key) {
+		case "name":
+			n, err := l.str()
+			name = append(name[:0], n...)
+			return err
+		case "elem":
+			return p.verdictElems()
+		}
+		return l.skip()
+	})
 	if err != nil {
-		return fmt.Errorf("read nft JSON: %w", err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("read nft JSON: got %v, want %q", tok, want)
-	}
-	return nil
-}
-
-// object is one element of the "nftables" array (libnftables-json(5)); other object types are
-// skipped by the decoder.
-type object struct {
-	Metainfo *struct {
-		Version int `json:"json_schema_version"`
-	} `json:"metainfo"`
-	Chain *struct {
-		Name string `json:"name"`
-	} `json:"chain"`
-	Map  *nftMap  `json:"map"`
-	Rule *nftRule `json:"rule"`
-}
-
-type nftMap struct {
-	Name string        `json:"name"`
-	Elem []verdictPair `json:"elem"`
-}
-
-type nftRule struct {
-	Chain string      `json:"chain"`
-	Expr  []statement `json:"expr"`
-}
-
-// statement keeps the statements that lead to an endpoint: goto/jump, a verdict map (numgen …
-// vmap with session affinity), and dnat.
-type statement struct {
-	Goto *target `json:"goto"`
-	Jump *target `json:"jump"`
-	Vmap *struct {
-		Data verdictMap `json:"data"`
-	} `json:"vmap"`
-	Dnat *struct {
-		Addr address `json:"addr"`
-		Port port    `json:"port"`
-	} `json:"dnat"`
-}
-
-type target struct {
-	Target string `json:"target"`
-}
-
-// verdictPair is a [key, verdict] element of a verdict map; only the chain it goes to is kept.
-type verdictPair struct{ chain string }
-
-func (v *verdictPair) UnmarshalJSON(b []byte) error {
-	var pair [2]verdict
-	if err := json.Unmarshal(b, &pair); err != nil {
 		return err
 	}
-	v.chain = pair[1].chain
-	return nil
-}
-
-// verdict is {"goto": {"target": chain}} or {"jump": …}; other values (keys, accept, drop) leave
-// it empty.
-type verdict struct{ chain string }
-
-func (v *verdict) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || b[0] != '{' {
+	if string(name) != serviceIPsMap && string(name) != serviceNodePortsMap {
 		return nil
 	}
-	var s struct {
-		Goto *target `json:"goto"`
-		Jump *target `json:"jump"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	switch {
-	case s.Goto != nil:
-		v.chain = s.Goto.Target
-	case s.Jump != nil:
-		v.chain = s.Jump.Target
+	for _, id := range p.targets {
+		p.nodes[id].root = true
 	}
 	return nil
 }
 
-// verdictMap is the "data" of a vmap: "@name" of a named map, or an anonymous {"set": [...]}.
-type verdictMap struct{ elems []verdictPair }
-
-func (m *verdictMap) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || b[0] != '{' {
-		return nil
-	}
-	var s struct {
-		Set []verdictPair `json:"set"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	m.elems = s.Set
-	return nil
+// verdictElems reads [[key, verdict], …] into p.targets.
+func (p *parser) verdictElems() error {
+	l := p.lex
+	return l.array(func(int) error {
+		return l.array(func(i int) error {
+			if i != 1 {
+				return l.skip()
+			}
+			return p.verdict()
+		})
+	})
 }
 
-// address is the "addr" of a dnat statement: a literal ("10.0.0.1", single endpoint) or
-// `numgen random mod N map { i : ip . port }` (kube-proxy's writeServiceToEndpointDNATs).
-type address struct {
-	literal string
-	targets []netip.AddrPort
-	invalid int // map entries that are not ip . port
-}
-
-func (a *address) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		return json.Unmarshal(b, &a.literal)
-	}
-	var m struct {
-		Map struct {
-			Data struct {
-				Set [][2]concat `json:"set"`
-			} `json:"data"`
-		} `json:"map"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	for _, pair := range m.Map.Data.Set {
-		ap, err := addrPort(pair[1])
+// verdict reads {"goto": {"target": chain}} or {"jump": …} into p.targets; other verdicts
+// (accept, drop) are skipped.
+func (p *parser) verdict() error {
+	l := p.lex
+	if c, err := l.peek(); err != nil || c != '{' {
 		if err != nil {
-			a.invalid++
-			continue
+			return err
 		}
-		a.targets = append(a.targets, ap)
+		return l.skip()
 	}
-	return nil
+	return l.object(func(key []byte) error {
+		if string(key) != "goto" && string(key) != "jump" {
+			return l.skip()
+		}
+		return l.object(func(key []byte) error {
+			if string(key) != "target" {
+				return l.skip()
+			}
+			t, err := l.str()
+			p.target(t)
+			return err
+		})
+	})
 }
 
-// concat is {"concat": [scalar, …]}; other values (map keys) leave it empty.
-type concat []scalar
-
-func (c *concat) UnmarshalJSON(b []byte) error {
-	if len(b) == 0 || b[0] != '{' {
-		return nil
-	}
-	var s struct {
-		Concat []scalar `json:"concat"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
+// rule reads {"chain": …, "expr": [statement, …]} and keeps the statements that lead to an
+// endpoint: goto/jump, a verdict map (numgen … vmap with session affinity), dnat.
+func (p *parser) rule() error {
+	l := p.lex
+	p.chain = p.chain[:0]
+	p.targets = p.targets[:0]
+	p.selected = p.selected[:0]
+	p.others = false
+	err := l.object(func(key []byte) error {
+		switch string(key) {
+		case "chain":
+			c, err := l.str()
+			p.chain = append(p.chain, c...)
+			return err
+		case "expr":
+			return l.array(func(int) error { return p.statement() })
+		}
+		return l.skip()
+	})
+	if err != nil {
 		return err
 	}
-	*c = s.Concat
+	k := chainKind(p.chain)
+	if k == kindOther {
+		return nil
+	}
+	n := &p.nodes[p.idOf(p.chain, k)]
+	n.targets = append(n.targets, p.targets...)
+	n.selected = append(n.selected, p.selected...)
+	n.others = n.others || p.others
 	return nil
 }
 
-// scalar is a string or a number of a concatenation.
-type scalar string
-
-func (s *scalar) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		return json.Unmarshal(b, (*string)(s))
+// target notes a chain a rule or map element goes to, if it is one of kube-proxy's service chains.
+func (p *parser) target(name []byte) {
+	if k := chainKind(name); k != kindOther {
+		p.targets = append(p.targets, p.idOf(name, k))
 	}
-	*s = scalar(b)
-	return nil
 }
 
-func addrPort(c concat) (netip.AddrPort, error) {
-	if len(c) != 2 {
-		return netip.AddrPort{}, errors.New("not ip . port")
+// endpoint notes a destination of a dnat statement; ok is false for one that is not ip:port.
+// Destinations kube-proxy would not write count as endpoints that are not draining: the verdict
+// errs towards Routed, never towards NotRouted.
+func (p *parser) endpoint(ap netip.AddrPort, ok bool) {
+	if ok && p.draining.Has(ap.Addr()) {
+		p.selected = append(p.selected, ap)
+	} else {
+		p.others = true
 	}
-	ip, err := netip.ParseAddr(string(c[0]))
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	n, err := strconv.ParseUint(string(c[1]), 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(ip, uint16(n)), nil
 }
 
-// port is the "port" of a dnat statement; 0 when absent or not a number.
-type port uint16
-
-func (p *port) UnmarshalJSON(b []byte) error {
-	n, err := strconv.ParseUint(string(b), 10, 16)
-	if err == nil {
-		*p = port(n)
-	}
-	return nil
-}
-
-func (p *parser) object(o *object) error {
-	switch {
-	case o.Metainfo != nil:
-		p.version = o.Metainfo.Version
-	case o.Chain != nil:
-		if o.Chain.Name == servicesChain {
-			p.found = true
+func (p *parser) statement() error {
+	l := p.lex
+	return l.object(func(key []byte) error {
+		switch string(key) {
+		case "goto", "jump":
+			return l.object(func(key []byte) error {
+				if string(key) != "target" {
+					return l.skip()
+				}
+				t, err := l.str()
+				p.target(t)
+				return err
+			})
+		case "vmap":
+			return l.object(func(key []byte) error {
+				if string(key) != "data" {
+					return l.skip()
+				}
+				if c, err := l.peek(); err != nil || c != '{' {
+					return l.skip() // "@name" of a named map
+				}
+				return l.object(func(key []byte) error {
+					if string(key) != "set" {
+						return l.skip()
+					}
+					return p.verdictElems()
+				})
+			})
+		case "dnat":
+			return p.dnat()
 		}
-	case o.Map != nil:
-		// The verdict maps the services chain dispatches on: destination → service chain.
-		if o.Map.Name != serviceIPsMap && o.Map.Name != serviceNodePortsMap {
+		return l.skip()
+	})
+}
+
+// dnat reads {"addr": "ip", "port": n} (one endpoint) or {"addr": {"map": {"key": numgen …,
+// "data": {"set": [[i, {"concat": [ip, port]}], …]}}}} (kube-proxy's
+// writeServiceToEndpointDNATs).
+func (p *parser) dnat() error {
+	l := p.lex
+	var literal netip.Addr
+	var literalOK, hasLiteral, hasPort bool
+	var port uint64
+	err := l.object(func(key []byte) error {
+		switch string(key) {
+		case "addr":
+			c, err := l.peek()
+			if err != nil {
+				return err
+			}
+			if c == '"' {
+				s, err := l.str()
+				literal, literalOK = ipbytes.ParseAddr(s)
+				hasLiteral = true
+				return err
+			}
+			return l.object(func(key []byte) error {
+				if string(key) != "map" {
+					p.endpoint(netip.AddrPort{}, false)
+					return l.skip()
+				}
+				return l.object(func(key []byte) error {
+					if string(key) != "data" {
+						return l.skip()
+					}
+					return l.object(func(key []byte) error {
+						if string(key) != "set" {
+							return l.skip()
+						}
+						return l.array(func(int) error {
+							return l.array(func(i int) error {
+								if i != 1 {
+									return l.skip()
+								}
+								ap, ok, err := p.concatAddrPort()
+								p.endpoint(ap, ok)
+								return err
+							})
+						})
+					})
+				})
+			})
+		case "port":
+			c, err := l.peek()
+			if err != nil {
+				return err
+			}
+			if c < '0' || c > '9' {
+				return l.skip() // a range: hasPort stays false
+			}
+			v, err := l.scalar()
+			if err != nil {
+				return err
+			}
+			port, err = strconv.ParseUint(string(v), 10, 16)
+			hasPort = err == nil
 			return nil
 		}
-		for _, e := range o.Map.Elem {
-			if k := chainKind(e.chain); k != kindOther {
-				p.nodes[p.id(e.chain, k)].root = true
-			}
-		}
-	case o.Rule != nil:
-		p.rule(o.Rule)
+		return l.skip()
+	})
+	if hasLiteral {
+		p.endpoint(netip.AddrPortFrom(literal, uint16(port)), literalOK && hasPort)
 	}
-	return nil
+	return err
 }
 
-func (p *parser) rule(r *nftRule) {
-	k := chainKind(r.Chain)
-	if k == kindOther {
-		return
-	}
-	from := p.id(r.Chain, k)
-	for _, s := range r.Expr {
-		switch {
-		case s.Goto != nil:
-			p.edge(from, s.Goto.Target)
-		case s.Jump != nil:
-			p.edge(from, s.Jump.Target)
-		case s.Vmap != nil:
-			for _, e := range s.Vmap.Data.elems {
-				p.edge(from, e.chain)
-			}
-		case s.Dnat != nil:
-			p.dnat(from, s.Dnat.Addr, uint16(s.Dnat.Port))
-		}
-	}
-}
-
-func (p *parser) edge(from uint32, to string) {
-	k := chainKind(to)
-	if k == kindOther {
-		return
-	}
-	id := p.id(to, k)
-	p.nodes[from].targets = append(p.nodes[from].targets, id)
-}
-
-func (p *parser) dnat(id uint32, a address, port uint16) {
-	n := &p.nodes[id]
-	targets := a.targets
-	if a.literal != "" {
-		ip, err := netip.ParseAddr(a.literal)
+// concatAddrPort reads {"concat": [ip, port]}; ok is false for anything else.
+func (p *parser) concatAddrPort() (ap netip.AddrPort, ok bool, err error) {
+	l := p.lex
+	if c, err := l.peek(); err != nil || c != '{' {
 		if err != nil {
-			n.others = true
-			return
+			return ap, false, err
 		}
-		targets = []netip.AddrPort{netip.AddrPortFrom(ip, port)}
+		return ap, false, l.skip()
 	}
-	// Destinations kube-proxy would not write count as endpoints that are not draining: the
-	// verdict errs towards Routed, never towards NotRouted.
-	if a.invalid > 0 {
-		n.others = true
-	}
-	for _, ap := range targets {
-		if p.draining.Has(ap.Addr()) {
-			n.selected = append(n.selected, ap)
-		} else {
-			n.others = true
+	var ip netip.Addr
+	var ipOK, portOK bool
+	var port uint64
+	err = l.object(func(key []byte) error {
+		if string(key) != "concat" {
+			return l.skip()
 		}
-	}
+		return l.array(func(i int) error {
+			c, err := l.peek()
+			if err != nil {
+				return err
+			}
+			switch {
+			case i == 0 && c == '"':
+				s, err := l.str()
+				ip, ipOK = ipbytes.ParseAddr(s)
+				return err
+			case i == 1 && c >= '0' && c <= '9':
+				v, err := l.scalar()
+				if err == nil {
+					port, err = strconv.ParseUint(string(v), 10, 16)
+					portOK = err == nil
+				}
+				return nil
+			}
+			ipOK = false
+			return l.skip()
+		})
+	})
+	return netip.AddrPortFrom(ip, uint16(port)), ipOK && portOK, err
 }
 
 func (p *parser) id(name string, k kind) uint32 {
@@ -392,6 +402,14 @@ func (p *parser) id(name string, k kind) uint32 {
 	p.ids[name] = id
 	p.nodes = append(p.nodes, node{name: name, kind: k})
 	return id
+}
+
+// idOf is id for a name read from the lexer; it copies the name only for a new chain.
+func (p *parser) idOf(name []byte, k kind) uint32 {
+	if id, ok := p.ids[string(name)]; ok {
+		return id
+	}
+	return p.id(string(name), k)
 }
 
 // chains walks from the service-ips and service-nodeports maps to the service and local chains
@@ -432,22 +450,24 @@ func (p *parser) chains() []dataplane.Chain {
 func (p *parser) serviceChain(n *node) (dataplane.Chain, bool) {
 	c := dataplane.Chain{
 		Name:     n.name,
-		Service:  serviceName(n.name),
 		Local:    n.kind == kindLocal,
 		Selected: n.selected,
 		Others:   n.others,
 	}
-	seen := make(map[uint32]bool, len(n.targets))
+	// With session affinity every endpoint chain is a target twice; Decide drops the duplicates.
 	for _, to := range n.targets {
 		t := &p.nodes[to]
-		if t.kind != kindEndpoint || seen[to] {
+		if t.kind != kindEndpoint {
 			continue
 		}
-		seen[to] = true
 		c.Selected = append(c.Selected, t.selected...)
 		c.Others = c.Others || t.others
 	}
-	return c, len(c.Selected) > 0
+	if len(c.Selected) == 0 {
+		return c, false
+	}
+	c.Service = serviceName(n.name)
+	return c, true
 }
 
 // serviceName turns a chain name such as "service-HASH-ns/name/tcp/port" (proxier.go
