@@ -1,13 +1,17 @@
 package iptables
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
@@ -114,4 +118,31 @@ func TestToken(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("got %q, want %q", got, want)
 	}
+}
+
+// The fixtures parse the same whatever sizes the reads of the pipe have.
+func TestParseAcrossReadSizes(t *testing.T) {
+	d, err := dataplane.NewDraining(probetest.Addrs(t, []string{"10.244.1.3", "10.244.1.5", "10.244.1.7", "fd00:10:244:1::5"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ready.txt", "terminating.txt", "stale.txt", "ipv6.txt"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := parsed(t, bytes.NewReader(data), d)
+		if got := parsed(t, iotest.OneByteReader(bytes.NewReader(data)), d); got != want {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
+		}
+	}
+}
+
+func parsed(t *testing.T, r io.Reader, d dataplane.Draining) string {
+	t.Helper()
+	chains, err := parse(r, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprint(dataplane.Decide(d, chains))
 }

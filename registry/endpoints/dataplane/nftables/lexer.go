@@ -19,6 +19,7 @@ type lexer struct {
 	pos, end int
 	err      error // of r, once reached
 	scratch  []byte
+	key      []byte
 	offset   int64 // of buf[0] in the stream, for errors
 }
 
@@ -198,7 +199,8 @@ func (l *lexer) scalar() ([]byte, error) {
 	}
 }
 
-// object reads an object, calling field for each key; field must consume the value.
+// object reads an object, calling field for each key; field must consume the value. The key is
+// valid until the value is read.
 func (l *lexer) object(field func(key []byte) error) error {
 	if err := l.expect('{'); err != nil {
 		return err
@@ -210,10 +212,13 @@ func (l *lexer) object(field func(key []byte) error) error {
 		return nil
 	}
 	for {
-		key, err := l.str()
+		s, err := l.str()
 		if err != nil {
 			return err
 		}
+		// Copied: reading on may move the buffer under s.
+		l.key = append(l.key[:0], s...)
+		key := l.key
 		if err := l.expect(':'); err != nil {
 			return err
 		}
@@ -233,6 +238,19 @@ func (l *lexer) object(field func(key []byte) error) error {
 			return l.errorf("got %q in an object", c)
 		}
 	}
+}
+
+// field reads an object and calls value for the key name, which must consume the value; the
+// other keys are skipped. found tells whether the key was there.
+func (l *lexer) field(name string, value func() error) (found bool, err error) {
+	err = l.object(func(key []byte) error {
+		if string(key) != name {
+			return l.skip()
+		}
+		found = true
+		return value()
+	})
+	return found, err
 }
 
 // array reads an array, calling elem for each element; elem must consume it.

@@ -98,28 +98,19 @@ func (p *parser) object() error {
 	return l.object(func(typ []byte) error {
 		switch string(typ) {
 		case "metainfo":
-			return l.object(func(key []byte) error {
-				if string(key) != "json_schema_version" {
-					return l.skip()
-				}
+			_, err := l.field("json_schema_version", func() error {
 				v, err := l.scalar()
-				if err != nil {
-					return err
-				}
 				p.version, _ = strconv.Atoi(string(v))
-				return nil
-			})
-		case "chain":
-			return l.object(func(key []byte) error {
-				if string(key) != "name" {
-					return l.skip()
-				}
-				name, err := l.str()
-				if string(name) == servicesChain {
-					p.found = true
-				}
 				return err
 			})
+			return err
+		case "chain":
+			_, err := l.field("name", func() error {
+				name, err := l.str()
+				p.found = p.found || string(name) == servicesChain
+				return err
+			})
+			return err
 		case "map":
 			return p.verdictMapObject()
 		case "rule":
@@ -185,15 +176,18 @@ func (p *parser) verdict() error {
 		if string(key) != "goto" && string(key) != "jump" {
 			return l.skip()
 		}
-		return l.object(func(key []byte) error {
-			if string(key) != "target" {
-				return l.skip()
-			}
-			t, err := l.str()
-			p.target(t)
-			return err
-		})
+		return p.jumpTarget()
 	})
+}
+
+// jumpTarget reads {"target": chain} of a goto or jump.
+func (p *parser) jumpTarget() error {
+	_, err := p.lex.field("target", func() error {
+		t, err := p.lex.str()
+		p.target(t)
+		return err
+	})
+	return err
 }
 
 // rule reads {"chain": …, "expr": [statement, …]} and keeps the statements that lead to an
@@ -252,29 +246,16 @@ func (p *parser) statement() error {
 	return l.object(func(key []byte) error {
 		switch string(key) {
 		case "goto", "jump":
-			return l.object(func(key []byte) error {
-				if string(key) != "target" {
-					return l.skip()
-				}
-				t, err := l.str()
-				p.target(t)
-				return err
-			})
+			return p.jumpTarget()
 		case "vmap":
-			return l.object(func(key []byte) error {
-				if string(key) != "data" {
-					return l.skip()
-				}
+			_, err := l.field("data", func() error {
 				if c, err := l.peek(); err != nil || c != '{' {
 					return l.skip() // "@name" of a named map
 				}
-				return l.object(func(key []byte) error {
-					if string(key) != "set" {
-						return l.skip()
-					}
-					return p.verdictElems()
-				})
+				_, err := l.field("set", p.verdictElems)
+				return err
 			})
+			return err
 		case "dnat":
 			return p.dnat()
 		}
@@ -303,19 +284,9 @@ func (p *parser) dnat() error {
 				hasLiteral = true
 				return err
 			}
-			return l.object(func(key []byte) error {
-				if string(key) != "map" {
-					p.endpoint(netip.AddrPort{}, false)
-					return l.skip()
-				}
-				return l.object(func(key []byte) error {
-					if string(key) != "data" {
-						return l.skip()
-					}
-					return l.object(func(key []byte) error {
-						if string(key) != "set" {
-							return l.skip()
-						}
+			found, err := l.field("map", func() error {
+				_, err := l.field("data", func() error {
+					_, err := l.field("set", func() error {
 						return l.array(func(int) error {
 							return l.array(func(i int) error {
 								if i != 1 {
@@ -327,8 +298,14 @@ func (p *parser) dnat() error {
 							})
 						})
 					})
+					return err
 				})
+				return err
 			})
+			if !found {
+				p.endpoint(netip.AddrPort{}, false) // a range, a prefix: not ip:port
+			}
+			return err
 		case "port":
 			c, err := l.peek()
 			if err != nil {
@@ -365,10 +342,7 @@ func (p *parser) concatAddrPort() (ap netip.AddrPort, ok bool, err error) {
 	var ip netip.Addr
 	var ipOK, portOK bool
 	var port uint64
-	err = l.object(func(key []byte) error {
-		if string(key) != "concat" {
-			return l.skip()
-		}
+	_, err = l.field("concat", func() error {
 		return l.array(func(i int) error {
 			c, err := l.peek()
 			if err != nil {
