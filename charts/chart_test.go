@@ -3,7 +3,6 @@
 package charts_test
 
 import (
-	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -35,10 +34,16 @@ func load(t *testing.T) *chart.Chart {
 	return ch
 }
 
-// render returns the rendered objects by kind/name, with values given as --set strings.
+// render returns the objects of release lastcall in lastcall-system by kind/name, with values
+// given as --set strings.
 func render(t *testing.T, sets ...string) map[string]*unstructured.Unstructured {
 	t.Helper()
-	out, err := renderErr(t, sets...)
+	return renderRelease(t, "lastcall", "lastcall-system", sets...)
+}
+
+func renderRelease(t *testing.T, release, namespace string, sets ...string) map[string]*unstructured.Unstructured {
+	t.Helper()
+	out, err := renderChart(t, load(t), release, namespace, sets...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,14 +52,18 @@ func render(t *testing.T, sets ...string) map[string]*unstructured.Unstructured 
 
 func renderErr(t *testing.T, sets ...string) (map[string]*unstructured.Unstructured, error) {
 	t.Helper()
-	ch := load(t)
+	return renderChart(t, load(t), "lastcall", "lastcall-system", sets...)
+}
+
+func renderChart(t *testing.T, ch *chart.Chart, release, namespace string, sets ...string) (map[string]*unstructured.Unstructured, error) {
+	t.Helper()
 	user := map[string]any{}
 	for _, s := range sets {
 		if err := strvals.ParseInto(s, user); err != nil {
 			t.Fatalf("--set %s: %v", s, err)
 		}
 	}
-	vals, err := chartutil.ToRenderValues(ch, user, chartutil.ReleaseOptions{Name: "lastcall", Namespace: "lastcall-system", IsInstall: true}, chartutil.DefaultCapabilities)
+	vals, err := chartutil.ToRenderValues(ch, user, chartutil.ReleaseOptions{Name: release, Namespace: namespace, IsInstall: true}, chartutil.DefaultCapabilities)
 	if err != nil {
 		return nil, err
 	}
@@ -140,29 +149,18 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
-// The chart's ClusterRole must grant exactly what controller-gen derived from the code.
-func TestControllerRBACMatchesGenerated(t *testing.T) {
-	data, err := os.ReadFile("../config/rbac/role.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var generated *rbacv1.ClusterRole
-	for _, doc := range strings.Split(string(data), "\n---") {
-		var cr rbacv1.ClusterRole
-		if err := yaml.Unmarshal([]byte(doc), &cr); err == nil && cr.Kind == "ClusterRole" {
-			generated = &cr
+// The chart's RBAC equals config/rbac/role.yaml, which controller-gen derives from the code
+// (TestConfigMatchesChartDefaults); nothing in it may be broader than a rule needs.
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	for k, u := range render(t) {
+		if u.GetKind() != "ClusterRole" && u.GetKind() != "Role" {
+			continue
 		}
-	}
-	if generated == nil {
-		t.Fatal("no ClusterRole in config/rbac/role.yaml")
-	}
-	chartRole := as[rbacv1.ClusterRole](t, render(t)["ClusterRole/lastcall-controller"])
-	if !reflect.DeepEqual(normalize(chartRole.Rules), normalize(generated.Rules)) {
-		t.Errorf("chart ClusterRole rules differ from config/rbac/role.yaml (run make generate, then update templates/rbac.yaml):\nchart:     %v\ngenerated: %v", chartRole.Rules, generated.Rules)
-	}
-	for _, r := range chartRole.Rules {
-		if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.Verbs, "delete") {
-			t.Errorf("rule broader than needed: %+v", r)
+		for _, r := range as[rbacv1.ClusterRole](t, u).Rules {
+			if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") ||
+				(u.GetKind() == "ClusterRole" && slices.Contains(r.Verbs, "delete")) {
+				t.Errorf("%s: rule broader than needed: %+v", k, r)
+			}
 		}
 	}
 }
@@ -202,9 +200,43 @@ func TestOptions(t *testing.T) {
 		}
 	})
 	t.Run("service monitor", func(t *testing.T) {
-		sm := render(t, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")["ServiceMonitor/lastcall-controller"]
+		objs := render(t, "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
+		sm := objs["ServiceMonitor/lastcall-controller"]
 		if sm == nil || sm.GetLabels()["release"] != "prom" {
 			t.Fatalf("ServiceMonitor = %v", sm)
+		}
+		svc := as[corev1.Service](t, objs["Service/lastcall-controller-metrics"])
+		sel := serviceMonitorSelector(t, sm)
+		// exactly the selector labels, which the metrics Service carries
+		if !reflect.DeepEqual(sel, svc.Spec.Selector) {
+			t.Errorf("ServiceMonitor selects %v, want the selector labels %v", sel, svc.Spec.Selector)
+		}
+		for k, v := range sel {
+			if svc.Labels[k] != v {
+				t.Errorf("ServiceMonitor selects %s=%s, which the metrics Service does not carry (%v)", k, v, svc.Labels)
+			}
+		}
+		if eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints"); len(eps) != 1 || eps[0].(map[string]any)["port"] != svc.Spec.Ports[0].Name {
+			t.Errorf("ServiceMonitor endpoints %v do not scrape the Service's port %s", eps, svc.Spec.Ports[0].Name)
+		}
+	})
+	t.Run("service monitor selector survives a chart upgrade", func(t *testing.T) {
+		ch := load(t)
+		ch.Metadata.Version, ch.Metadata.AppVersion = "9.9.9", "9.9.9"
+		upgraded, err := renderChart(t, ch, "lastcall", "lastcall-system", "metrics.serviceMonitor.enabled=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := serviceMonitorSelector(t, render(t, "metrics.serviceMonitor.enabled=true")["ServiceMonitor/lastcall-controller"])
+		after := serviceMonitorSelector(t, upgraded["ServiceMonitor/lastcall-controller"])
+		if !reflect.DeepEqual(before, after) {
+			t.Errorf("ServiceMonitor selector changes with the chart version: %v, then %v", before, after)
+		}
+		if after["helm.sh/chart"] != "" || after["app.kubernetes.io/version"] != "" {
+			t.Errorf("ServiceMonitor selects on version labels: %v", after)
+		}
+		if upgraded["Service/lastcall-controller-metrics"].GetLabels()["app.kubernetes.io/version"] != "9.9.9" {
+			t.Error("test broken: the upgraded chart's Service does not carry the new version")
 		}
 	})
 	t.Run("preStop bindings in chosen namespaces", func(t *testing.T) {
@@ -314,5 +346,44 @@ func walkSchema(prefix string, s map[string]any, out *[]string) {
 			continue
 		}
 		*out = append(*out, p)
+	}
+}
+
+func serviceMonitorSelector(t *testing.T, sm *unstructured.Unstructured) map[string]string {
+	t.Helper()
+	if sm == nil {
+		t.Fatal("no ServiceMonitor rendered")
+	}
+	sel, found, err := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+	if err != nil || !found || len(sel) == 0 {
+		t.Fatalf("ServiceMonitor has no spec.selector.matchLabels (%v)", err)
+	}
+	return sel
+}
+
+// Two releases, even in one namespace and binding the same ServiceAccount, create no object of
+// the same kind, namespace and name; each release's bindings point at its own roles.
+func TestTwoReleasesDoNotCollide(t *testing.T) {
+	sets := []string{"metrics.serviceMonitor.enabled=true",
+		"prestop.rbac.bindings[0].namespace=shop", "prestop.rbac.bindings[0].serviceAccount=web"}
+	owner := map[string]string{}
+	for _, release := range []string{"blue", "green"} {
+		objs := renderRelease(t, release, "lastcall-system", sets...)
+		for _, u := range objs {
+			id := u.GetKind() + "/" + u.GetNamespace() + "/" + u.GetName()
+			if other, taken := owner[id]; taken {
+				t.Errorf("releases %s and %s both create %s", other, release, id)
+			}
+			owner[id] = release
+			if u.GetNamespace() == "" && !strings.HasPrefix(u.GetName(), release+"-") {
+				t.Errorf("cluster-scoped %s of release %s does not carry the release name", id, release)
+			}
+		}
+		for _, k := range []string{"ClusterRoleBinding/" + release + "-controller", "RoleBinding/" + release + "-controller", "RoleBinding/" + release + "-prestop-web"} {
+			rb := as[rbacv1.RoleBinding](t, objs[k])
+			if !strings.HasPrefix(rb.RoleRef.Name, release+"-") || objs[rb.RoleRef.Kind+"/"+rb.RoleRef.Name] == nil {
+				t.Errorf("%s refers to %s %s, not a role of release %s", k, rb.RoleRef.Kind, rb.RoleRef.Name, release)
+			}
+		}
 	}
 }

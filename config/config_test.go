@@ -1,5 +1,6 @@
 // Package config_test builds the kustomize install (config/default) with kustomize's Go API and
-// checks what a cluster would receive.
+// checks what a cluster would receive. charts/parity_test.go checks that it equals the chart's
+// default install.
 package config_test
 
 import (
@@ -29,6 +30,9 @@ func TestDefaultBuilds(t *testing.T) {
 		"ClusterRoleBinding//lastcall-controller",
 		"Role/lastcall-system/lastcall-controller",
 		"RoleBinding/lastcall-system/lastcall-controller",
+		"ClusterRole//lastcall-prestop",
+		"PodDisruptionBudget/lastcall-system/lastcall-controller",
+		"Service/lastcall-system/lastcall-controller-metrics",
 	} {
 		if !got[want] {
 			t.Errorf("config/default lacks %s (has %v)", want, got)

@@ -13,8 +13,8 @@ import (
 // machine is what docker-up.sh's fact functions report.
 type machine struct {
 	engineUp, dockerd, jq, lacksCap, wrapperCurrent, runtimeConfigured, systemd, skipCheck bool
-	defaultRuntime                                                                        string
-	containers                                                                            int
+	defaultRuntime                                                                         string
+	containers                                                                             int
 }
 
 func flag(b bool) string {

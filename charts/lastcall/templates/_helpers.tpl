@@ -13,6 +13,13 @@ app.kubernetes.io/name: lastcall-controller
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{- /* Names of namespaced objects of the controller, and of its cluster-scoped RBAC: they carry
+the release name, so two releases never claim the same object. */ -}}
 {{- define "lastcall.fullname" -}}
 {{- printf "%s-controller" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- /* The preStop helper's ClusterRole, for the RoleBindings in workload namespaces. */ -}}
+{{- define "lastcall.prestopRole" -}}
+{{- printf "%s-prestop" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
