@@ -38,11 +38,15 @@ const (
 	// Routed: some Service still picks the IP for new connections beside endpoints that
 	// are not draining; the node has not caught up yet.
 	Routed
-	// LastBackend: the IP is still selected, but only by Services whose every endpoint is
-	// draining: kube-proxy keeps serving-terminating endpoints when no ready one is left
-	// (KEP-1669, k8s.io/kubernetes pkg/proxy/topology.go CategorizeEndpoints), so waiting
-	// would not end until the pod stops serving. Not final: a new endpoint synced later
-	// turns it into NotRouted.
+	// LastBackend: the IP is still selected, but only by service chains whose every endpoint
+	// is draining. kube-proxy keeps serving-terminating endpoints when a Service has no ready
+	// one left (KEP-1669, k8s.io/kubernetes pkg/proxy/topology.go CategorizeEndpoints), so
+	// waiting would not end until the pod stops serving. The ruleset cannot tell that
+	// fallback from a chain kube-proxy has not yet updated while a ready endpoint exists that
+	// it does not show (a new pod not synced yet, or one in another zone under topology-aware
+	// routing): the caller confirms with the API that the Service port has no ready endpoint
+	// (no ready endpoint on this node for a Local route) before it stops waiting, and treats
+	// the verdict as Routed otherwise. Not final either way: a later check may say NotRouted.
 	LastBackend
 )
 

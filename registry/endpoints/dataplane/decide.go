@@ -65,11 +65,11 @@ type Chain struct {
 }
 
 // Decide turns the chains a backend found into a verdict for every IP of d. An IP is Routed
-// when some chain picks it beside an endpoint that is not draining: that chain is the ready
-// set kube-proxy has not yet updated. It is LastBackend when every chain that picks it has
-// only draining endpoints: kube-proxy falls back to serving-terminating endpoints only when no
-// ready one is left (pkg/proxy/topology.go CategorizeEndpoints), and, before kube-proxy has
-// synced, a chain of draining endpoints alone has the same future. Otherwise NotRouted.
+// when some chain picks it beside an endpoint that is not draining: that chain is the ready set
+// kube-proxy has not yet updated. It is LastBackend when every chain that picks it has only
+// draining endpoints, which is what kube-proxy's serving-terminating fallback looks like
+// (pkg/proxy/topology.go CategorizeEndpoints; see LastBackend for what the caller confirms).
+// Otherwise NotRouted.
 func Decide(d Draining, chains []Chain) map[netip.Addr]Verdict {
 	out := make(map[netip.Addr]Verdict, len(d.set))
 	for ip := range d.set {

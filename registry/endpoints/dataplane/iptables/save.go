@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,11 +107,11 @@ func countKubeRules(ctx context.Context, name string) (rules int, found bool, er
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
+		line := sc.Bytes()
 		switch {
-		case strings.HasPrefix(line, "-A KUBE-"):
+		case bytes.HasPrefix(line, []byte("-A KUBE-")):
 			rules++
-		case strings.HasPrefix(line, ":"+servicesChain+" "):
+		case bytes.HasPrefix(line, []byte(":"+servicesChain+" ")):
 			found = true
 		}
 	}
