@@ -68,10 +68,11 @@ type output struct {
 
 func (o *output) Close() error {
 	o.once.Do(func() {
-		// Closing our end first makes a command that is still printing fail on its next write
-		// instead of blocking forever on a full pipe; its exit status then does not matter,
-		// as the reader already stopped for a reason of its own.
-		_, readErr := o.ReadCloser.Read(make([]byte, 1))
+		// One more read tells whether the reader took the whole output: then the command's
+		// exit status counts. If it stopped early (for a reason of its own), closing our end
+		// makes a command that is still printing fail on its next write instead of blocking
+		// on a full pipe, and that failure is not reported.
+		_, readErr := o.Read(make([]byte, 1))
 		finished := errors.Is(readErr, io.EOF) || errors.Is(readErr, os.ErrClosed)
 		_ = o.ReadCloser.Close()
 		err := o.cmd.Wait()
