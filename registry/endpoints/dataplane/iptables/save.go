@@ -20,7 +20,8 @@ import (
 // image's iptables wrapper picked (this repository's hack/node-image/netbase/iptables-wrapper:
 // the backend holding more rules). Saver picks the same way, among the backends whose nat table
 // holds kube-proxy's KUBE-SERVICES chain, and remembers the choice until a check finds no
-// kube-proxy rules (Forget).
+// kube-proxy rules (Forget). Each dump is one consistent snapshot: iptables-legacy-save reads the
+// table in one call, iptables-nft-save retries when the ruleset changes while it reads.
 type Saver struct {
 	lookPath func(string) (string, error)
 

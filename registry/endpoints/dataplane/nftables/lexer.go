@@ -9,8 +9,8 @@ import (
 )
 
 // lexer reads JSON from a stream one token at a time, without building values: the probe walks
-// nft's output and keeps a few strings of it. encoding/json decodes the same 50,000-endpoint
-// table ten times slower, with a million allocations.
+// nft's output and keeps a few strings of it. encoding/json decoded the same 50,000-endpoint
+// table fifteen times slower, with 860,000 allocations.
 //
 // Slices it returns point into its buffer and are valid until the next call.
 type lexer struct {
