@@ -19,10 +19,15 @@ var shared struct {
 //	func TestMain(m *testing.M) { consultest.Main(m) }
 func Main(m *testing.M) {
 	code := m.Run()
+	StopShared()
+	os.Exit(code)
+}
+
+// StopShared stops the agent Shared started, if any, for a TestMain that does more than Main.
+func StopShared() {
 	if shared.agent != nil {
 		shared.agent.Close()
 	}
-	os.Exit(code)
 }
 
 // Shared returns the package's agent, started at the first call; the package's TestMain must
