@@ -2,7 +2,10 @@ package controllers_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/hashicorp/consul/api"
+	"github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -33,12 +37,25 @@ import (
 	"github.com/lastcall-dev/lastcall/controllers/gate"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/controllers/warnings"
+	prestop "github.com/lastcall-dev/lastcall/preStop"
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/adapters"
 	"github.com/lastcall-dev/lastcall/registry/consul"
 	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/apitest"
+	"github.com/lastcall-dev/lastcall/registry/envflag"
+	"github.com/lastcall-dev/lastcall/registry/memory"
 )
 
-func init() { ctrl.SetLogger(logr.Discard()) } // the tests assert on the API, not on logs
+// One API server and one Consul agent serve the whole package; each test works in a namespace
+// of its own and registers Consul instances under IDs of its own.
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(logr.Discard()) // the tests assert on the API, not on logs
+	code := m.Run()
+	consultest.StopShared()
+	apitest.StopShared()
+	os.Exit(code)
+}
 
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
@@ -82,21 +99,9 @@ func startManager(t *testing.T, cfg *rest.Config, cc controllers.Config) (stop f
 }
 
 // eventually waits until cond holds; the registries are real, so their timing is not ours.
-func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, error)) {
+func eventually(t *testing.T, within time.Duration, what string, cond func(g gomega.Gomega)) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for time.Now().Before(deadline) {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		<-tick.C
-	}
-	t.Fatalf("%s: not within %s (last error: %v)", what, within, last)
+	gomega.NewWithT(t).Eventually(cond).WithTimeout(within).WithPolling(25*time.Millisecond).Should(gomega.Succeed(), what)
 }
 
 func newClient(t *testing.T, cfg *rest.Config) client.Client {
@@ -106,15 +111,6 @@ func newClient(t *testing.T, cfg *rest.Config) client.Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func consulRegistry(t *testing.T, agent *consultest.Agent) *consul.Registry {
-	t.Helper()
-	r, err := consul.New(consul.Config{Client: agent.Client(t, nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func namespace(t *testing.T, c client.Client, name string) {
@@ -132,7 +128,7 @@ func managedPod(t *testing.T, c client.Client, ns, name, ip string, finalizers .
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Finalizers: finalizers,
 			Labels:      map[string]string{managed.Label: "true", "app": "web"},
-			Annotations: map[string]string{managed.ConsulServiceAnnotation: "web"}},
+			Annotations: map[string]string{managed.ServiceAnnotation(consul.Name): "web", managed.ServiceAnnotation("mem"): "web"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}},
 			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: managed.Gate}}},
 	}
@@ -156,16 +152,21 @@ func managedPod(t *testing.T, c client.Client, ns, name, ip string, finalizers .
 	return pod
 }
 
+// consulID is the pod's instance ID: unique across the tests that share the agent.
+func consulID(pod *corev1.Pod) string { return pod.Namespace + "-" + pod.Name }
+
 func registerInConsul(t *testing.T, c *api.Client, pod *corev1.Pod, checkStatus string) {
 	t.Helper()
+	id := consulID(pod)
 	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: pod.Name, Name: "web", Address: pod.Status.PodIP,
+		ID: id, Name: "web", Address: pod.Status.PodIP,
 		Meta:  map[string]string{consul.DefaultMetaKey: string(pod.UID), consul.MetaPodName: pod.Name, consul.MetaPodNamespace: pod.Namespace},
-		Check: &api.AgentServiceCheck{CheckID: "ttl-" + pod.Name, TTL: "10m", Status: checkStatus},
+		Check: &api.AgentServiceCheck{CheckID: "ttl-" + id, TTL: "10m", Status: checkStatus},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Agent().ServiceDeregister(id) })
 }
 
 func gateCondition(c client.Client, ns, name string) (*corev1.PodCondition, error) {
@@ -178,9 +179,12 @@ func gateCondition(c client.Client, ns, name string) (*corev1.PodCondition, erro
 
 func awaitGate(t *testing.T, c client.Client, ns, name string, status corev1.ConditionStatus, reason string) {
 	t.Helper()
-	eventually(t, 15*time.Second, fmt.Sprintf("gate %s/%s", status, reason), func() (bool, error) {
+	eventually(t, 15*time.Second, fmt.Sprintf("gate %s/%s", status, reason), func(g gomega.Gomega) {
 		cond, err := gateCondition(c, ns, name)
-		return err == nil && cond != nil && cond.Status == status && cond.Reason == reason, err
+		g.Expect(err).NotTo(gomega.HaveOccurred())
+		g.Expect(cond).NotTo(gomega.BeNil())
+		g.Expect(cond.Status).To(gomega.Equal(status))
+		g.Expect(cond.Reason).To(gomega.Equal(reason))
 	})
 }
 
@@ -193,25 +197,47 @@ func inConsul(t *testing.T, c *api.Client, id string) bool {
 	return slices.ContainsFunc(svcs, func(s *api.CatalogService) bool { return s.ServiceID == id })
 }
 
-// harness is one test's control plane, optional Consul agent, and controller settings.
+// harness is one test's client of the shared control plane, the shared Consul agent when the
+// test uses it, and controller settings.
 type harness struct {
 	cfg    *rest.Config
 	k      client.Client
-	agent  *consultest.Agent
 	consul *api.Client
 	conf   controllers.Config
 }
 
-// setup starts a real API server (and a real Consul agent when withConsul) and creates ns.
+// configure makes the controllers' registry settings the way lastcall-controller does: from the
+// table, through flags.
+func configure(t *testing.T, table []registry.Adapter, args ...string) controllers.Config {
+	t.Helper()
+	conf := controllers.Config{Set: registry.NewSet(registry.Controller, table),
+		Drain:     prestop.Drain{MaxWait: prestop.DefaultMaxWait, Reserve: prestop.DefaultReserve},
+		GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	b := envflag.Bind(fs, conf.Set.Vars())
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Apply(func(string) string { return "" }); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if conf.Registries, err = conf.Set.Select(registry.Env{Binary: registry.Controller, InCluster: true}); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// setup uses the shared API server (and the shared Consul agent when withConsul) and creates ns.
 func setup(t *testing.T, ns string, withConsul bool) *harness {
 	t.Helper()
-	_, cfg := apitest.Start(t)
-	h := &harness{cfg: cfg, k: newClient(t, cfg),
-		conf: controllers.Config{GateRetry: 100 * time.Millisecond, SweepInterval: time.Hour, ObservePoll: 50 * time.Millisecond}}
+	cfg := apitest.Shared(t)
+	h := &harness{cfg: cfg, k: newClient(t, cfg), conf: configure(t, adapters.All())}
 	if withConsul {
-		h.agent = consultest.Start(t)
-		h.consul = h.agent.Client(t, nil)
-		h.conf.Consul = consulRegistry(t, h.agent)
+		agent := consultest.Shared(t)
+		h.consul = agent.Client(t, nil)
+		h.conf = configure(t, adapters.All(), "--consul-addr="+agent.Addr)
 	}
 	namespace(t, h.k, ns)
 	return h
@@ -229,15 +255,13 @@ func TestGateOpensOnlyOnceConsulPasses(t *testing.T) {
 	registerInConsul(t, cc, pod, api.HealthCritical)
 	// Registered but failing its check: callers reading health/service?passing cannot find it,
 	// so the gate stays shut through several retries.
-	for range 5 {
-		time.Sleep(100 * time.Millisecond) // one gate retry
+	gomega.NewWithT(t).Consistently(func(g gomega.Gomega) {
 		cond, err := gateCondition(k, "gate", "web-1")
-		if err != nil || cond.Status != corev1.ConditionFalse {
-			t.Fatalf("gate opened for a critical instance: %+v, %v", cond, err)
-		}
-	}
+		g.Expect(err).NotTo(gomega.HaveOccurred())
+		g.Expect(cond.Status).To(gomega.Equal(corev1.ConditionFalse), "gate opened for a critical instance")
+	}).WithTimeout(500*time.Millisecond).WithPolling(100*time.Millisecond).Should(gomega.Succeed())
 	passed := time.Now()
-	if err := cc.Agent().UpdateTTL("ttl-web-1", "", api.HealthPassing); err != nil {
+	if err := cc.Agent().UpdateTTL("ttl-"+consulID(pod), "", api.HealthPassing); err != nil {
 		t.Fatal(err)
 	}
 	awaitGate(t, k, "gate", "web-1", corev1.ConditionTrue, gate.ReasonVisible)
@@ -270,10 +294,11 @@ func TestBackstopDeregistersADeletingPod(t *testing.T) {
 	if err := k.Delete(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "instance deregistered and recorded", func() (bool, error) {
+	eventually(t, 15*time.Second, "instance deregistered and recorded", func(g gomega.Gomega) {
 		p := &corev1.Pod{}
-		err := k.Get(context.Background(), client.ObjectKeyFromObject(pod), p)
-		return err == nil && !inConsul(t, cc, "web-1") && p.Annotations[backstop.DeregisteredAnnotation] != "", err
+		g.Expect(k.Get(context.Background(), client.ObjectKeyFromObject(pod), p)).To(gomega.Succeed())
+		g.Expect(inConsul(t, cc, consulID(pod))).To(gomega.BeFalse())
+		g.Expect(p.Annotations).To(gomega.HaveKey(backstop.DeregisteredAnnotation(consul.Name)))
 	})
 	awaitGate(t, k, "backstop", "web-1", corev1.ConditionFalse, gate.ReasonTerminating)
 	awaitEvent(t, k, "backstop", "web-1", "BackstopDeregistered")
@@ -326,10 +351,11 @@ func TestSweeperRemovesOnlyInstancesOfGonePods(t *testing.T) {
 		registerInConsul(t, cc, p, api.HealthPassing)
 	}
 	// An instance without pod name/namespace meta: the sweeper cannot tell, so it stays.
-	if err := cc.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "anonymous", Name: "web",
+	if err := cc.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "sweep-anonymous", Name: "web",
 		Meta: map[string]string{consul.DefaultMetaKey: "some-uid"}}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = cc.Agent().ServiceDeregister("sweep-anonymous") })
 	for _, p := range []*corev1.Pod{forced, replaced} {
 		if err := k.Delete(ctx, p, client.GracePeriodSeconds(0)); err != nil {
 			t.Fatal(err)
@@ -338,18 +364,22 @@ func TestSweeperRemovesOnlyInstancesOfGonePods(t *testing.T) {
 	// "replaced" comes back under the same name with a new UID.
 	_ = managedPod(t, k, "sweep", "replaced", "10.5.0.6")
 
-	reg := h.conf.Consul
-	if n, err := (&backstop.Sweeper{Consul: reg, Pods: failingReader{}}).Sweep(ctx); err != nil || n != 0 {
+	regs, err := h.conf.Set.Build(registry.Env{Binary: registry.Controller}, []string{consul.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := regs[0].(backstop.Catalog)
+	if n, err := (&backstop.Sweeper{Registry: reg, Pods: failingReader{}}).Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep with a failing API removed %d (err %v); want 0", n, err)
 	}
-	n, err := (&backstop.Sweeper{Consul: reg, Pods: k}).Sweep(ctx) // k reads the API directly, uncached
+	n, err := (&backstop.Sweeper{Registry: reg, Pods: k}).Sweep(ctx) // k reads the API directly, uncached
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != 2 {
 		t.Errorf("removed %d instances, want 2", n)
 	}
-	for id, want := range map[string]bool{"alive": true, "forced": false, "replaced": false, "anonymous": true} {
+	for id, want := range map[string]bool{"sweep-alive": true, "sweep-forced": false, "sweep-replaced": false, "sweep-anonymous": true} {
 		if got := inConsul(t, cc, id); got != want {
 			t.Errorf("%s in Consul = %v, want %v", id, got, want)
 		}
@@ -409,10 +439,10 @@ func TestUnsafeSettingsProduceEvents(t *testing.T) {
 	for _, reason := range []string{warnings.GraceTooShort, warnings.NoPreStopHook, warnings.NoReadinessGate, warnings.MaxUnavailableAtSmallScale} {
 		awaitEvent(t, k, "unsafe", d.Name, reason)
 	}
-	eventually(t, 10*time.Second, "warnings annotation", func() (bool, error) {
+	eventually(t, 10*time.Second, "warnings annotation", func(g gomega.Gomega) {
 		got := &appsv1.Deployment{}
-		err := k.Get(context.Background(), client.ObjectKeyFromObject(d), got)
-		return err == nil && got.Annotations[warnings.Annotation] == "GraceTooShort,NoPreStopHook,NoReadinessGate,MaxUnavailableAtSmallScale", err
+		g.Expect(k.Get(context.Background(), client.ObjectKeyFromObject(d), got)).To(gomega.Succeed())
+		g.Expect(got.Annotations).To(gomega.HaveKeyWithValue(warnings.Annotation, "GraceTooShort,NoPreStopHook,NoReadinessGate,MaxUnavailableAtSmallScale"))
 	})
 	// An unlabelled Deployment is not lastcall's business: no events.
 	other := unsafeDeployment("unsafe")
@@ -423,10 +453,9 @@ func TestUnsafeSettingsProduceEvents(t *testing.T) {
 	if err := k.Create(context.Background(), other); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // nothing to wait for: absence of events
-	if n := countEvents(t, k, "unsafe", "unmanaged", warnings.NoPreStopHook); n != 0 {
-		t.Errorf("%d events for an unmanaged Deployment", n)
-	}
+	// Nothing to wait for: the events must stay absent while the managed one's came at once.
+	gomega.NewWithT(t).Consistently(func() int { return countEvents(t, k, "unsafe", "unmanaged", warnings.NoPreStopHook) }).
+		WithTimeout(time.Second).WithPolling(100*time.Millisecond).Should(gomega.BeZero(), "events for an unmanaged Deployment")
 }
 
 func countEvents(t *testing.T, k client.Client, ns, name, reason string) int {
@@ -446,8 +475,8 @@ func countEvents(t *testing.T, k client.Client, ns, name, reason string) int {
 
 func awaitEvent(t *testing.T, k client.Client, ns, name, reason string) {
 	t.Helper()
-	eventually(t, 15*time.Second, "event "+reason+" on "+name, func() (bool, error) {
-		return countEvents(t, k, ns, name, reason) > 0, nil
+	eventually(t, 15*time.Second, "event "+reason+" on "+name, func(g gomega.Gomega) {
+		g.Expect(countEvents(t, k, ns, name, reason)).To(gomega.BeNumerically(">", 0))
 	})
 }
 
@@ -486,17 +515,61 @@ func TestObserverPublishesTheDrainTimeline(t *testing.T) {
 	if err := k.Update(ctx, slice); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "consul deregistration by the backstop", func() (bool, error) { return !inConsul(t, cc, pod.Name), nil })
+	eventually(t, 15*time.Second, "consul deregistration by the backstop", func(g gomega.Gomega) {
+		g.Expect(inConsul(t, cc, consulID(pod))).To(gomega.BeFalse())
+	})
 	update(t, k, pod, func(p *corev1.Pod) {
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "web", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 			ExitCode: 0, FinishedAt: metav1.Now()}}}}
 	})
 	p := &corev1.Pod{}
-	eventually(t, 15*time.Second, "timeline reported on the pod", func() (bool, error) {
-		err := k.Get(ctx, client.ObjectKeyFromObject(pod), p)
-		return err == nil && strings.Contains(p.Annotations["lastcall.dev/drain-timeline"], `"reported":true`), err
+	eventually(t, 15*time.Second, "timeline reported on the pod", func(g gomega.Gomega) {
+		g.Expect(k.Get(ctx, client.ObjectKeyFromObject(pod), p)).To(gomega.Succeed())
+		g.Expect(p.Annotations["lastcall.dev/drain-timeline"]).To(gomega.ContainSubstring(`"reported":true`))
 	})
 	awaitEvent(t, k, "observe", d.Name, "PodDrained")
-	t.Logf("timeline: %s", p.Annotations["lastcall.dev/drain-timeline"])
+	tl := p.Annotations["lastcall.dev/drain-timeline"]
+	for _, stage := range []string{`{"registry":"endpoints","out":`, `{"registry":"consul","out":`} {
+		if !strings.Contains(tl, stage) {
+			t.Errorf("timeline lacks %s: %s", stage, tl)
+		}
+	}
+	t.Logf("timeline: %s", tl)
+	release(t, k, pod)
+}
+
+// A registry added to the table goes through the same path as consul and endpoints: configured
+// from flags, built by Setup, asked by the gate, given a backstop and a sweeper because it has
+// their methods, and a stage of the drain timeline.
+func TestARegistryAddedToTheTableServesTheController(t *testing.T) {
+	h := setup(t, "inmem", false)
+	k := h.k
+	mem := memory.New("mem", memory.Hang)
+	h.conf = configure(t, append(adapters.All(), memory.Adapter(mem)), "--registries=auto,mem", "--mem-behaviour=immediate")
+	h.conf.SweepInterval = 100 * time.Millisecond
+	if !slices.Equal(h.conf.Registries, []string{"endpoints", "mem"}) {
+		t.Fatalf("registries = %v, want endpoints and mem", h.conf.Registries)
+	}
+	// A pod that is gone but still registered: the sweeper's.
+	mem.Register(registry.Instance{Namespace: "inmem", Pod: "ghost", UID: "ghost-uid", Service: "web"})
+	startManager(t, h.cfg, h.conf)
+	eventually(t, 15*time.Second, "ghost swept", func(g gomega.Gomega) { g.Expect(mem.Registered("ghost-uid")).To(gomega.BeFalse()) })
+
+	pod := managedPod(t, k, "inmem", "web-1", "10.5.1.1", "test.lastcall.dev/hold")
+	update(t, k, pod, func(p *corev1.Pod) { p.Annotations[managed.RegistriesAnnotation] = "endpoints,mem" })
+	awaitGate(t, k, "inmem", "web-1", corev1.ConditionFalse, gate.ReasonNotVisible)
+	mem.Register(registry.Instance{Namespace: "inmem", Pod: "web-1", UID: string(pod.UID), Service: "web"})
+	awaitGate(t, k, "inmem", "web-1", corev1.ConditionTrue, gate.ReasonVisible)
+
+	if err := k.Delete(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	p := &corev1.Pod{}
+	eventually(t, 15*time.Second, "backstop removed the pod and recorded it", func(g gomega.Gomega) {
+		g.Expect(mem.Registered(string(pod.UID))).To(gomega.BeFalse())
+		g.Expect(k.Get(context.Background(), client.ObjectKeyFromObject(pod), p)).To(gomega.Succeed())
+		g.Expect(p.Annotations).To(gomega.HaveKey(backstop.DeregisteredAnnotation("mem")))
+		g.Expect(p.Annotations["lastcall.dev/drain-timeline"]).To(gomega.ContainSubstring(`{"registry":"mem","out":`))
+	})
 	release(t, k, pod)
 }

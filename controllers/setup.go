@@ -1,16 +1,19 @@
 // Package controllers wires lastcall-controller's reconcilers into a controller-runtime manager.
-// Each concern lives in its own package: gate (registration gate), backstop (Consul backstop and
-// sweeper), rollout (drain timelines), warnings (unsafe settings); managed holds the opt-in rules
-// they share.
+// Each concern lives in its own package: gate (registration gate), backstop (backstop and
+// sweeper for registries that keep entries until removed), rollout (drain timelines), warnings
+// (unsafe settings); managed holds the opt-in rules they share.
 package controllers
 
 import (
+	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,21 +21,28 @@ import (
 	"github.com/lastcall-dev/lastcall/controllers/backstop"
 	"github.com/lastcall-dev/lastcall/controllers/gate"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	"github.com/lastcall-dev/lastcall/controllers/metrics"
 	"github.com/lastcall-dev/lastcall/controllers/rollout"
 	"github.com/lastcall-dev/lastcall/controllers/warnings"
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 	"github.com/lastcall-dev/lastcall/registry"
-	"github.com/lastcall-dev/lastcall/registry/consul"
 	"github.com/lastcall-dev/lastcall/registry/endpoints"
 )
 
 // Config selects what the manager runs.
 type Config struct {
-	// Consul, when set, enables the Consul gate check, the backstop and the sweeper.
-	Consul        *consul.Registry
+	// Set holds every known registry's options (from the adapters table); Registries names the
+	// ones to build. A registry gets a backstop and a sweeper when it has their methods.
+	Set        *registry.Set
+	Registries []string
+	// Drain is the budget assumed for workloads without drain annotations.
+	Drain         prestop.Drain
 	SweepInterval time.Duration
 	GateRetry     time.Duration
 	// ObservePoll is how often a draining pod's registries are read for its timeline.
 	ObservePoll time.Duration
+	// Log is the logr sink registries log to through slog (see Slog); ctrl.Log when unset.
+	Log logr.Logger
 }
 
 // CacheOptions caches only opted-in objects, so memory follows what lastcall manages, not the
@@ -51,36 +61,55 @@ func CacheOptions() cache.Options {
 	}
 }
 
+// managerKube offers registries the manager's API access and its cache of EndpointSlices.
+type managerKube struct{ mgr ctrl.Manager }
+
+func (k managerKube) RESTConfig() *rest.Config { return k.mgr.GetConfig() }
+
+func (k managerKube) EndpointSlices() endpoints.Slices { return cachedSlices{k.mgr.GetClient()} }
+
 // Leader election, in the controller's own namespace:
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=lastcall-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
-// Setup adds every reconciler (and the sweeper) to mgr.
+// Setup builds the configured registries and adds every reconciler (and the sweepers) to mgr.
 func Setup(mgr ctrl.Manager, cfg Config) error {
-	rec := mgr.GetEventRecorder("lastcall-controller")
-	eps, err := endpoints.New(endpoints.Config{Client: cachedSlices{mgr.GetClient()}})
+	log := cfg.Log
+	if log.GetSink() == nil {
+		log = ctrl.Log
+	}
+	env := registry.Env{Binary: registry.Controller, InCluster: true, Kube: managerKube{mgr}, Log: Slog(log.WithName("registry"))}
+	regs, err := cfg.Set.Build(env, cfg.Registries)
 	if err != nil {
 		return err
 	}
-	regs := map[string]registry.Registry{managed.Endpoints: eps}
-	observer := &rollout.Observer{Client: mgr.GetClient(), Slices: eps, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now}
-	if cfg.Consul != nil {
-		regs[managed.Consul] = cfg.Consul
-		observer.Consul = cfg.Consul
-		if err := (&backstop.Reconciler{Client: mgr.GetClient(), Consul: cfg.Consul, Recorder: rec, Now: time.Now}).SetupWithManager(mgr); err != nil {
-			return err
+	byName := map[string]registry.Registry{}
+	rec := mgr.GetEventRecorder("lastcall-controller")
+	table := cfg.Set.Adapters()
+	for _, reg := range regs {
+		byName[reg.Name()] = reg
+		if b, ok := reg.(backstop.Registry); ok {
+			metrics.BackstopDeregistrations.WithLabelValues(reg.Name())
+			r := &backstop.Reconciler{Client: mgr.GetClient(), Registry: b, Adapters: table, Recorder: rec, Now: time.Now}
+			if err := r.SetupWithManager(mgr); err != nil {
+				return fmt.Errorf("%s backstop: %w", reg.Name(), err)
+			}
 		}
-		sw := &backstop.Sweeper{Consul: cfg.Consul, Pods: mgr.GetAPIReader(), Interval: cfg.SweepInterval, Log: ctrl.Log.WithName("sweeper")}
-		if err := mgr.Add(sw); err != nil {
-			return err
+		if c, ok := reg.(backstop.Catalog); ok {
+			metrics.StaleRemoved.WithLabelValues(reg.Name())
+			sw := &backstop.Sweeper{Registry: c, Pods: mgr.GetAPIReader(), Interval: cfg.SweepInterval, Log: log.WithName("sweeper").WithValues("registry", reg.Name())}
+			if err := mgr.Add(sw); err != nil {
+				return fmt.Errorf("%s sweeper: %w", reg.Name(), err)
+			}
 		}
 	}
-	if err := (&gate.Reconciler{Client: mgr.GetClient(), Registries: regs, Recorder: rec, Retry: cfg.GateRetry}).SetupWithManager(mgr); err != nil {
+	if err := (&gate.Reconciler{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Retry: cfg.GateRetry}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	observer := &rollout.Observer{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now}
 	if err := observer.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	for _, r := range []*warnings.Reconciler{warnings.ForDeployments(mgr.GetClient(), rec), warnings.ForStatefulSets(mgr.GetClient(), rec)} {
+	for _, r := range []*warnings.Reconciler{warnings.ForDeployments(mgr.GetClient(), rec, cfg.Drain), warnings.ForStatefulSets(mgr.GetClient(), rec, cfg.Drain)} {
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err
 		}

@@ -6,32 +6,28 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/envflag"
 )
 
 // Config is everything lastcall-prestop is told, after flags, LASTCALL_* env and defaults.
 type Config struct {
 	PodName, PodNamespace, PodIP, PodUID string
 
-	// Registries to drain: "consul", "endpoints". Resolved from "auto" by Parse.
+	// Registries are the names of the registries to drain, "auto" resolved.
 	Registries []string
-
-	ConsulAddr      string
-	ConsulServers   []string
-	ConsulService   string
-	ConsulServiceID string
-	ConsulMetaKey   string
-	ConsulToken     string
+	// Set holds every known registry's options; Set.Build makes the chosen ones.
+	Set *registry.Set
 
 	Kubeconfig string
 	// InCluster is true when the Kubernetes API is expected to be reachable.
 	InCluster bool
 
-	Reserve, MaxWait, MinWait, Quiet, Settle time.Duration
+	Drain
+	MinWait, Quiet time.Duration
 
 	// Ports are the serving ports watched for new inbound connections; empty means every
 	// non-loopback listening port but the app's admin port.
@@ -45,194 +41,126 @@ type Config struct {
 	ShowVersion bool
 }
 
-// Registry names.
+// Drain is the budget of a drain, which both binaries know: lastcall-prestop returns within it,
+// and lastcall-controller warns about grace periods that cannot hold it.
+type Drain struct {
+	// Reserve is the time kept back for the app after SIGTERM.
+	Reserve time.Duration
+	// MaxWait is the budget when the pod's deletionTimestamp cannot be read, and the longest
+	// fallback wait.
+	MaxWait time.Duration
+}
+
+// The drain defaults, in one place for both binaries.
 const (
-	Consul    = "consul"
-	Endpoints = "endpoints"
+	DefaultReserve = 10 * time.Second
+	DefaultMaxWait = 20 * time.Second
 )
 
-// option is one setting: its flag, its env var, its default and how to check it.
-type option struct {
-	flag, env, def, help string
-	// set parses a value into cfg; its error says what is allowed.
-	set func(c *Config, v string) error
-}
-
-func options() []option {
-	return []option{
-		{"pod-name", "POD_NAME", "", "this pod's name (downward API metadata.name)", str(func(c *Config) *string { return &c.PodName })},
-		{"pod-namespace", "POD_NAMESPACE", "", "this pod's namespace (downward API metadata.namespace)", str(func(c *Config) *string { return &c.PodNamespace })},
-		{"pod-ip", "POD_IP", "", "this pod's IP (downward API status.podIP)", str(func(c *Config) *string { return &c.PodIP })},
-		{"pod-uid", "POD_UID", "", "this pod's UID (downward API metadata.uid)", str(func(c *Config) *string { return &c.PodUID })},
-		{"registries", "LASTCALL_REGISTRIES", "auto", "comma-separated registries to drain: consul, endpoints, or auto (endpoints when running in a cluster, consul when a Consul address is set)", setRegistries},
-		{"consul-addr", "LASTCALL_CONSUL_ADDR", "", "Consul agent HTTP address the pod registered with, e.g. http://$(HOST_IP):8500 (falls back to CONSUL_HTTP_ADDR)", str(func(c *Config) *string { return &c.ConsulAddr })},
-		{"consul-servers", "LASTCALL_CONSUL_SERVERS", "", "comma-separated HTTP addresses of the Consul servers callers read from; each must show the deregistration (default: --consul-addr only)", list(func(c *Config) *[]string { return &c.ConsulServers })},
-		{"consul-service", "LASTCALL_CONSUL_SERVICE", "", "Consul service name of this pod's instances (default: any service whose instance matches the pod)", str(func(c *Config) *string { return &c.ConsulService })},
-		{"consul-service-id", "LASTCALL_CONSUL_SERVICE_ID", "", "explicit Consul service ID to deregister (default: instances whose address is the pod IP or whose meta carries the pod UID)", str(func(c *Config) *string { return &c.ConsulServiceID })},
-		{"consul-meta-key", "LASTCALL_CONSUL_META_KEY", "pod-uid", "Consul service meta key that carries the pod UID", str(func(c *Config) *string { return &c.ConsulMetaKey })},
-		{"kubeconfig", "KUBECONFIG", "", "kubeconfig file for the Kubernetes API (default: in-cluster service account)", str(func(c *Config) *string { return &c.Kubeconfig })},
-		{"reserve", "LASTCALL_RESERVE", "10s", "time kept back for the app after SIGTERM: the helper returns by deletionTimestamp minus this", dur(func(c *Config) *time.Duration { return &c.Reserve }, false)},
-		{"max-wait", "LASTCALL_MAX_WAIT", "20s", "budget when the pod's deletionTimestamp cannot be read, and the longest fallback wait when a registry cannot confirm", dur(func(c *Config) *time.Duration { return &c.MaxWait }, true)},
-		{"min-wait", "LASTCALL_MIN_WAIT", "1s", "floor: the helper never returns sooner than this after it started (within the budget)", dur(func(c *Config) *time.Duration { return &c.MinWait }, false)},
-		{"quiet", "LASTCALL_QUIET", "1s", "traffic quiescence: no new inbound connection and no new request for this long", dur(func(c *Config) *time.Duration { return &c.Quiet }, false)},
-		{"settle", "LASTCALL_ENDPOINTS_SETTLE", "500ms", "extra wait after EndpointSlices show the pod not ready, for node proxies to apply it (one kube-proxy sync)", dur(func(c *Config) *time.Duration { return &c.Settle }, false)},
-		{"ports", "LASTCALL_PORTS", "", "comma-separated serving ports watched for new inbound connections (default: every listening port not bound to loopback, except the app admin port)", setPorts},
-		{"app-admin", "LASTCALL_APP_ADMIN", "", "base URL of the app's lastcall admin endpoint (graceful library), e.g. http://127.0.0.1:9901; enables drain mode and request counting", setAppAdmin},
-		{"log-format", "LASTCALL_LOG_FORMAT", "json", "log format: json or text", oneOf(func(c *Config) *string { return &c.LogFormat }, "json", "text")},
-		{"log-level", "LASTCALL_LOG_LEVEL", "info", "log level: debug, info, warn or error", setLevel},
-		{"log-file", "LASTCALL_LOG_FILE", "/proc/1/fd/1", "where logs go when writable (the container's main stdout, so kubectl logs shows them); stderr otherwise", str(func(c *Config) *string { return &c.LogFile })},
+// Vars binds the drain settings; their flags, variables and defaults are the same in both
+// binaries.
+func (d *Drain) Vars() []envflag.Var {
+	return []envflag.Var{
+		{Flag: "reserve", Env: "LASTCALL_RESERVE", Default: DefaultReserve.String(),
+			Help: "time kept back for the app after SIGTERM: lastcall-prestop returns by deletionTimestamp minus this",
+			Set:  envflag.Duration(&d.Reserve)},
+		{Flag: "max-wait", Env: "LASTCALL_MAX_WAIT", Default: DefaultMaxWait.String(),
+			Help: "drain budget when the pod's deletionTimestamp cannot be read, and the longest fallback wait when a registry cannot confirm (lastcall-controller: the budget of workloads without lastcall.dev/drain-budget)",
+			Set:  envflag.PositiveDuration(&d.MaxWait)},
 	}
 }
 
-// Parse reads args, then env (through getenv) for every flag not given, then defaults. The
-// returned error is one line naming the flag, its env var and what is allowed.
-func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
-	var c Config
-	opts := options()
+// Instance is this pod as registries know it.
+func (c Config) Instance() registry.Instance {
+	in := registry.Instance{Namespace: c.PodNamespace, Pod: c.PodName, UID: c.PodUID, IP: c.PodIP}
+	for _, p := range c.Ports {
+		in.Ports = append(in.Ports, int32(p))
+	}
+	return in
+}
+
+// Env is what the registries are configured and built in; kube and log are added for Build.
+func (c Config) Env(kube registry.Kube, log *slog.Logger) registry.Env {
+	return registry.Env{Binary: registry.PreStop, Pod: c.Instance(), InCluster: c.InCluster, Kube: kube, Log: log}
+}
+
+// vars lists every setting of lastcall-prestop, registries' included, in --help order.
+func (c *Config) vars() []envflag.Var {
+	vars := []envflag.Var{
+		{Flag: "pod-name", Env: "POD_NAME", Help: "this pod's name (downward API metadata.name)", Set: envflag.String(&c.PodName)},
+		{Flag: "pod-namespace", Env: "POD_NAMESPACE", Help: "this pod's namespace (downward API metadata.namespace)", Set: envflag.String(&c.PodNamespace)},
+		{Flag: "pod-ip", Env: "POD_IP", Help: "this pod's IP (downward API status.podIP)", Set: envflag.String(&c.PodIP)},
+		{Flag: "pod-uid", Env: "POD_UID", Help: "this pod's UID (downward API metadata.uid)", Set: envflag.String(&c.PodUID)},
+		{Flag: "kubeconfig", Env: "KUBECONFIG", Help: "kubeconfig file for the Kubernetes API (default: in-cluster service account)", Set: envflag.String(&c.Kubeconfig)},
+	}
+	vars = append(vars, c.Set.Vars()...)
+	vars = append(vars, c.Drain.Vars()...)
+	return append(vars,
+		envflag.Var{Flag: "min-wait", Env: "LASTCALL_MIN_WAIT", Default: "1s", Help: "floor: the helper never returns sooner than this after it started (within the budget)", Set: envflag.Duration(&c.MinWait)},
+		envflag.Var{Flag: "quiet", Env: "LASTCALL_QUIET", Default: "1s", Help: "traffic quiescence: no new inbound connection and no new request for this long", Set: envflag.Duration(&c.Quiet)},
+		envflag.Var{Flag: "ports", Env: "LASTCALL_PORTS", Help: "comma-separated serving ports watched for new inbound connections (default: every listening port not bound to loopback, except the app admin port)", Set: c.setPorts},
+		envflag.Var{Flag: "app-admin", Env: "LASTCALL_APP_ADMIN", Help: "base URL of the app's lastcall admin endpoint (graceful library), e.g. http://127.0.0.1:9901; enables drain mode and request counting", Set: envflag.URL(&c.AppAdmin)},
+		envflag.Var{Flag: "log-format", Env: "LASTCALL_LOG_FORMAT", Default: "json", Help: "log format: json or text", Set: envflag.OneOf(&c.LogFormat, "json", "text")},
+		envflag.Var{Flag: "log-level", Env: "LASTCALL_LOG_LEVEL", Default: "info", Help: "log level: debug, info, warn or error", Set: c.setLevel},
+		envflag.Var{Flag: "log-file", Env: "LASTCALL_LOG_FILE", Default: "/proc/1/fd/1", Help: "where logs go when writable (the container's main stdout, so kubectl logs shows them); stderr otherwise", Set: envflag.String(&c.LogFile)},
+	)
+}
+
+// Parse reads args, then env (through getenv) for every flag not given, then defaults, for
+// lastcall-prestop and every registry in table. The returned error is one line naming the flag,
+// its env var and what is allowed.
+func Parse(args []string, getenv func(string) string, usage io.Writer, table []registry.Adapter) (Config, error) {
+	c := Config{Set: registry.NewSet(registry.PreStop, table)}
 	fs := flag.NewFlagSet("lastcall-prestop", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	given := map[string]string{} // flags as given; applied below, after env, so one error format fits all
-	for _, o := range opts {
-		fs.Func(o.flag, o.help, func(v string) error { given[o.flag] = v; return nil })
-	}
+	bound := envflag.Bind(fs, c.vars())
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	help := fs.Bool("help", false, "print this help and exit")
-	fs.BoolVar(help, "h", false, "print this help and exit")
 	if err := fs.Parse(args); err != nil {
-		return c, fmt.Errorf("%w (see --help)", err)
+		if errors.Is(err, flag.ErrHelp) { // -h
+			*help = true
+		} else {
+			return c, fmt.Errorf("%w (see --help)", err)
+		}
 	}
 	if *help {
-		Usage(usage)
+		Usage(usage, bound)
 		return c, flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q: lastcall-prestop takes only flags (see --help)", fs.Arg(0))
 	}
-	for _, o := range opts {
-		v, from := o.def, "default"
-		if e := getenv(o.env); e != "" {
-			v, from = e, "env "+o.env
-		}
-		if f, ok := given[o.flag]; ok {
-			v, from = f, "flag --"+o.flag
-		}
-		if err := o.set(&c, v); err != nil {
-			return c, fmt.Errorf("invalid %s=%q (--%s / %s): %w", from, v, o.flag, o.env, err)
-		}
+	if err := bound.Apply(getenv); err != nil {
+		return c, err
 	}
 	if c.ShowVersion {
 		return c, nil
 	}
-	if c.ConsulAddr == "" {
-		c.ConsulAddr = getenv("CONSUL_HTTP_ADDR")
-	}
-	c.ConsulToken = firstNonEmpty(getenv("LASTCALL_CONSUL_TOKEN"), getenv("CONSUL_HTTP_TOKEN"))
 	c.InCluster = c.Kubeconfig != "" || getenv("KUBERNETES_SERVICE_HOST") != ""
-	return c, c.resolve()
-}
-
-// resolve turns "auto" into registries and checks settings that depend on each other.
-func (c *Config) resolve() error {
-	if slices.Contains(c.Registries, "auto") {
-		c.Registries = nil
-		if c.InCluster {
-			c.Registries = append(c.Registries, Endpoints)
-		}
-		if c.ConsulAddr != "" {
-			c.Registries = append(c.Registries, Consul)
-		}
-	}
-	if slices.Contains(c.Registries, Endpoints) && (c.PodNamespace == "" || c.PodUID == "") {
-		return errors.New("registry endpoints needs POD_NAMESPACE and POD_UID (--pod-namespace, --pod-uid): set them from the downward API (metadata.namespace, metadata.uid)")
-	}
-	if slices.Contains(c.Registries, Consul) {
-		if c.ConsulAddr == "" {
-			return errors.New("registry consul needs a Consul address: set --consul-addr, LASTCALL_CONSUL_ADDR or CONSUL_HTTP_ADDR")
-		}
-		if c.ConsulServiceID == "" && c.PodIP == "" && c.PodUID == "" {
-			return errors.New("registry consul needs POD_IP or POD_UID (--pod-ip, --pod-uid) to find this pod's instances, or --consul-service-id")
-		}
-	}
-	return nil
+	var err error
+	c.Registries, err = c.Set.Select(c.Env(nil, nil))
+	return c, err
 }
 
 // Usage writes --help: every flag with its env var and default.
-func Usage(w io.Writer) {
-	fmt.Fprintf(w, `lastcall-prestop: run as a container's lifecycle.preStop.exec. It takes the pod out of Consul
-and EndpointSlices, waits until callers have observably stopped sending, and returns before the
-app needs its own shutdown time. It never outlives its budget and always exits 0 once configured.
+func Usage(w io.Writer, bound *envflag.Bound) {
+	fmt.Fprint(w, `lastcall-prestop: run as a container's lifecycle.preStop.exec. It takes the pod out of every
+registry callers use (EndpointSlices, Consul), waits until callers have observably stopped
+sending, and returns before the app needs its own shutdown time. It never outlives its budget and
+always exits 0 once configured.
 
 Usage: lastcall-prestop [flags]
 
 Each flag can also be set by the environment variable shown; a flag wins over the env var.
 
 `)
-	for _, o := range options() {
-		def := ""
-		if o.def != "" {
-			def = fmt.Sprintf(" (default %s)", o.def)
-		}
-		fmt.Fprintf(w, "  --%s, $%s%s\n      %s\n", o.flag, o.env, def, o.help)
-	}
-	fmt.Fprint(w, `  --version
-      print the version and exit
-  --help
-      print this help and exit
-
-Also read: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN (or LASTCALL_CONSUL_TOKEN), KUBERNETES_SERVICE_HOST.
-`)
+	bound.Usage(w)
+	fmt.Fprint(w, "\nAlso read: KUBERNETES_SERVICE_HOST, and the CONSUL_* variables of Consul's API client (CONSUL_CACERT, ...).\n")
 }
 
-func str(field func(*Config) *string) func(*Config, string) error {
-	return func(c *Config, v string) error { *field(c) = strings.TrimSpace(v); return nil }
-}
-
-func list(field func(*Config) *[]string) func(*Config, string) error {
-	return func(c *Config, v string) error { *field(c) = splitList(v); return nil }
-}
-
-func oneOf(field func(*Config) *string, allowed ...string) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		if !slices.Contains(allowed, v) {
-			return fmt.Errorf("want one of %s", strings.Join(allowed, ", "))
-		}
-		*field(c) = v
-		return nil
-	}
-}
-
-func dur(field func(*Config) *time.Duration, positive bool) func(*Config, string) error {
-	return func(c *Config, v string) error {
-		d, err := time.ParseDuration(v)
-		switch {
-		case err != nil:
-			return errors.New("want a duration such as 500ms, 2s or 1m")
-		case positive && d <= 0:
-			return errors.New("want a duration above zero")
-		case d < 0:
-			return errors.New("want a duration of zero or more")
-		}
-		*field(c) = d
-		return nil
-	}
-}
-
-func setRegistries(c *Config, v string) error {
-	c.Registries = nil
-	for _, r := range splitList(v) {
-		if !slices.Contains([]string{"auto", Consul, Endpoints}, r) {
-			return fmt.Errorf("unknown registry %q; want a comma-separated list of consul, endpoints, or auto", r)
-		}
-		if !slices.Contains(c.Registries, r) {
-			c.Registries = append(c.Registries, r)
-		}
-	}
-	return nil
-}
-
-func setPorts(c *Config, v string) error {
+func (c *Config) setPorts(v string) error {
 	c.Ports = nil
-	for _, p := range splitList(v) {
+	for _, p := range envflag.Split(v) {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("port %q: want comma-separated numbers from 1 to 65535", p)
@@ -242,41 +170,9 @@ func setPorts(c *Config, v string) error {
 	return nil
 }
 
-func setAppAdmin(c *Config, v string) error {
-	if v == "" {
-		c.AppAdmin = ""
-		return nil
-	}
-	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("want an http(s) URL such as http://127.0.0.1:9901")
-	}
-	c.AppAdmin = strings.TrimSuffix(v, "/")
-	return nil
-}
-
-func setLevel(c *Config, v string) error {
+func (c *Config) setLevel(v string) error {
 	if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 		return errors.New("want debug, info, warn or error")
 	}
 	return nil
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

@@ -35,6 +35,18 @@ type Ref struct {
 
 func (r Ref) String() string { return r.Service + "/" + r.ID }
 
+// Registration is one entry of a registry that names the pod behind it, as the controller's
+// backstop and sweeper handle it.
+type Registration struct {
+	Ref Ref
+	// Where is the registry's own note of where the entry lives, handed back to its Remove
+	// (Consul: the catalog node of an instance registered without the agent).
+	Where string
+	// UID, Namespace and Pod name the pod; Namespace and Pod are empty when the entry does not
+	// say.
+	UID, Namespace, Pod string
+}
+
 // Receipt is what Deregister learned, so AwaitPropagated knows what to wait for.
 type Receipt struct {
 	// Removed lists the registrations that Deregister took away (or, where the registry
@@ -57,7 +69,15 @@ func (r Receipt) Names() string {
 	return strings.Join(s, ",")
 }
 
-// Registry is one place callers find pods.
+// Registry is one place callers find pods. Registries whose entries stay until someone removes
+// them (Consul) also offer, as methods the controller looks for:
+//
+//	Instances(ctx context.Context, in Instance) ([]Registration, error) // the pod's entries
+//	Registrations(ctx context.Context) ([]Registration, error)        // every entry naming a pod
+//	Remove(ctx context.Context, r Registration) error                 // remove one entry
+//
+// With the first and the last, the controller's backstop removes a deleting pod's entries; with
+// the last two, its sweeper removes entries of pods that no longer exist.
 type Registry interface {
 	// Name is a short lower-case name for logs and metrics ("consul", "endpoints").
 	Name() string

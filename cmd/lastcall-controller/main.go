@@ -8,22 +8,24 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
-	"strings"
-	"time"
 
-	"github.com/hashicorp/consul/api"
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/lastcall-dev/lastcall/controllers"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
-	"github.com/lastcall-dev/lastcall/registry/consul"
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/adapters"
+	"github.com/lastcall-dev/lastcall/registry/envflag"
 )
 
 var version = "dev"
@@ -32,53 +34,88 @@ type options struct {
 	metricsAddr, probeAddr string
 	leaderElect            bool
 	leaderElectionNS       string
-	consulAddr             string
-	consulServers          string
-	sweepInterval          time.Duration
-	gateRetry              time.Duration
-	observePoll            time.Duration
 	qps                    float64
 	burst                  int
 	showVersion            bool
+	zap                    zap.Options
+	// controllers are the reconcilers' settings; its Set holds every registry's options.
+	controllers controllers.Config
+}
+
+// vars lists the controller's settings: its own, then the registries' and the drain budget's,
+// which are lastcall-prestop's too.
+func (o *options) vars() []envflag.Var {
+	c := &o.controllers
+	vars := []envflag.Var{
+		{Flag: "metrics-bind-address", Env: "LASTCALL_METRICS_BIND_ADDRESS", Default: ":8080", Help: "address of the Prometheus metrics endpoint (0 disables it)", Set: envflag.String(&o.metricsAddr)},
+		{Flag: "health-probe-bind-address", Env: "LASTCALL_HEALTH_PROBE_BIND_ADDRESS", Default: ":8081", Help: "address of /healthz and /readyz", Set: envflag.String(&o.probeAddr)},
+		{Flag: "leader-elect", Env: "LASTCALL_LEADER_ELECT", Default: "false", Bool: true, Help: "elect a leader so that only one replica reconciles and sweeps", Set: envflag.Bool(&o.leaderElect)},
+		{Flag: "leader-election-namespace", Env: "LASTCALL_LEADER_ELECTION_NAMESPACE", Help: "namespace of the leader election Lease (default: the pod's own)", Set: envflag.String(&o.leaderElectionNS)},
+		{Flag: "sweep-interval", Env: "LASTCALL_SWEEP_INTERVAL", Default: "30s", Help: "how often registries that keep entries until removed (Consul) are swept for entries of pods that no longer exist", Set: envflag.PositiveDuration(&c.SweepInterval)},
+		{Flag: "gate-retry", Env: "LASTCALL_GATE_RETRY", Default: "1s", Help: "how soon a pod not yet visible to callers is checked again", Set: envflag.PositiveDuration(&c.GateRetry)},
+		{Flag: "observe-interval", Env: "LASTCALL_OBSERVE_INTERVAL", Default: "250ms", Help: "how often a draining pod's registries are read for its drain timeline", Set: envflag.PositiveDuration(&c.ObservePoll)},
+		{Flag: "kube-api-qps", Env: "LASTCALL_KUBE_API_QPS", Default: "50", Help: "sustained rate of requests to the Kubernetes API", Set: envflag.Float(&o.qps)},
+		{Flag: "kube-api-burst", Env: "LASTCALL_KUBE_API_BURST", Default: "100", Help: "burst of requests to the Kubernetes API", Set: envflag.Int(&o.burst, 1)},
+	}
+	vars = append(vars, c.Set.Vars()...)
+	return append(vars, c.Drain.Vars()...)
+}
+
+// parse reads args (on fs, which also carries controller-runtime's --kubeconfig), then env, then
+// defaults, for the controller and every registry in table. --help writes usage and returns
+// flag.ErrHelp.
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io.Writer, table []registry.Adapter) (options, error) {
+	o := options{controllers: controllers.Config{Set: registry.NewSet(registry.Controller, table)}}
+	fs.SetOutput(io.Discard)
+	bound := envflag.Bind(fs, o.vars())
+	o.zap.BindFlags(fs)
+	config.RegisterFlags(fs) // --kubeconfig, which ctrl.GetConfigOrDie reads
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	help := fs.Bool("help", false, "print this help and exit")
+	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, flag.ErrHelp) { // -h
+			return o, fmt.Errorf("%w (see --help)", err)
+		}
+		*help = true
+	}
+	if *help {
+		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines and unsafe-settings warnings for pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label)
+		bound.Usage(usage)
+		return o, flag.ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q: lastcall-controller takes only flags (see --help)", fs.Arg(0))
+	}
+	if err := bound.Apply(getenv); err != nil || o.showVersion {
+		return o, err
+	}
+	var err error
+	o.controllers.Registries, err = o.controllers.Set.Select(registry.Env{Binary: registry.Controller, InCluster: true})
+	return o, err
 }
 
 func main() {
-	var o options
-	fs := flag.CommandLine
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
-	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles and sweeps")
-	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "namespace of the leader election Lease (default: the pod's own)")
-	fs.StringVar(&o.consulAddr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul HTTP address; empty disables the Consul gate, backstop and sweeper (env CONSUL_HTTP_ADDR; token from CONSUL_HTTP_TOKEN)")
-	fs.StringVar(&o.consulServers, "consul-servers", "", "comma-separated HTTP addresses of the Consul servers callers read from; a pod is visible when every one lists it (default: --consul-addr)")
-	fs.DurationVar(&o.sweepInterval, "sweep-interval", 30*time.Second, "how often stale Consul registrations are swept")
-	fs.DurationVar(&o.gateRetry, "gate-retry", time.Second, "how soon a pod not yet visible to callers is checked again")
-	fs.DurationVar(&o.observePoll, "observe-interval", 250*time.Millisecond, "how often a draining pod's registries are read for its drain timeline")
-	fs.Float64Var(&o.qps, "kube-api-qps", 50, "sustained rate of requests to the Kubernetes API")
-	fs.IntVar(&o.burst, "kube-api-burst", 100, "burst of requests to the Kubernetes API")
-	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "lastcall-controller: registration gate, Consul backstop and sweeper, unsafe-settings warnings for pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\n", managed.Label)
-		fs.PrintDefaults()
-	}
-	flag.Parse()
-	if o.showVersion {
+	o, err := parse(flag.CommandLine, os.Args[1:], os.Getenv, os.Stdout, adapters.All())
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "lastcall-controller: %v\n", err)
+		os.Exit(2)
+	case o.showVersion:
 		fmt.Printf("lastcall-controller %s\n", version)
 		return
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o); err != nil {
+	logger := zap.New(zap.UseFlagOptions(&o.zap))
+	ctrl.SetLogger(logger)
+	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o, logger); err != nil {
 		ctrl.Log.Error(err, "lastcall-controller failed")
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg *rest.Config, o options) error {
-	if o.sweepInterval <= 0 || o.gateRetry <= 0 || o.observePoll <= 0 {
-		return errors.New("--sweep-interval, --gate-retry and --observe-interval must be above zero")
-	}
+// run starts the manager with every reconciler; log is the sink the registries' slog logs join.
+func run(ctx context.Context, cfg *rest.Config, o options, log logr.Logger) error {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
@@ -98,15 +135,8 @@ func run(ctx context.Context, cfg *rest.Config, o options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	cc := controllers.Config{SweepInterval: o.sweepInterval, GateRetry: o.gateRetry, ObservePoll: o.observePoll}
-	log := ctrl.Log.WithName("setup")
-	if o.consulAddr != "" {
-		if cc.Consul, err = consulRegistry(o); err != nil {
-			return err
-		}
-	} else {
-		log.Info("no --consul-addr: Consul gate, backstop and sweeper are off")
-	}
+	cc := o.controllers
+	cc.Log = log
 	if err := controllers.Setup(mgr, cc); err != nil {
 		return fmt.Errorf("set up reconcilers: %w", err)
 	}
@@ -116,30 +146,7 @@ func run(ctx context.Context, cfg *rest.Config, o options) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	log.Info("starting", "version", version, "consul", o.consulAddr != "", "leaderElection", o.leaderElect)
+	log.WithName("setup").Info("starting", "version", version, "registries", cc.Registries, "leaderElection", o.leaderElect,
+		"drainBudget", cc.Drain.MaxWait.String(), "reserve", cc.Drain.Reserve.String())
 	return mgr.Start(ctx)
-}
-
-func consulRegistry(o options) (*consul.Registry, error) {
-	newClient := func(addr string) (*api.Client, error) {
-		c := api.DefaultConfig()
-		c.Address = addr
-		return api.NewClient(c)
-	}
-	agent, err := newClient(o.consulAddr)
-	if err != nil {
-		return nil, fmt.Errorf("consul client for %s: %w", o.consulAddr, err)
-	}
-	var servers []*api.Client
-	for _, s := range strings.Split(o.consulServers, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		c, err := newClient(s)
-		if err != nil {
-			return nil, fmt.Errorf("consul client for %s: %w", s, err)
-		}
-		servers = append(servers, c)
-	}
-	return consul.New(consul.Config{Client: agent, Servers: servers})
 }

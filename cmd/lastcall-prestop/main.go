@@ -12,33 +12,30 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"slices"
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	prestop "github.com/lastcall-dev/lastcall/preStop"
 	"github.com/lastcall-dev/lastcall/registry"
-	"github.com/lastcall-dev/lastcall/registry/consul"
-	"github.com/lastcall-dev/lastcall/registry/endpoints"
+	"github.com/lastcall-dev/lastcall/registry/adapters"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(adapters.All(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, err := prestop.Parse(args, getenv, stdout)
+// run is the whole command for the registries in table.
+func run(table []registry.Adapter, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := prestop.Parse(args, getenv, stdout, table)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
@@ -58,18 +55,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	in := registry.Instance{
-		Namespace: cfg.PodNamespace, Pod: cfg.PodName, UID: cfg.PodUID, IP: cfg.PodIP,
-		Service: cfg.ConsulService,
-	}
-	for _, p := range cfg.Ports {
-		in.Ports = append(in.Ports, int32(p))
-	}
 	deps, err := buildDeps(cfg, log)
 	if err != nil {
 		log.Error("setup failed, draining with what is left", "err", err)
 	}
-	prestop.Run(ctx, prestop.TimingOf(cfg), in, deps)
+	prestop.Run(ctx, prestop.TimingOf(cfg), cfg.Instance(), deps)
 	return 0
 }
 
@@ -85,31 +75,19 @@ func buildDeps(cfg prestop.Config, log *slog.Logger) (prestop.Deps, error) {
 	} else {
 		d.Meter = &prestop.ProcMeter{Ports: cfg.Ports}
 	}
+	var kube registry.Kube
 	if cfg.InCluster {
 		rc, err := restConfig(cfg.Kubeconfig)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("kubernetes API: %w", err))
 		} else {
+			kube = registry.KubeOf(rc)
 			d.KillAt = killAt(metadata.NewForConfigOrDie(rc), cfg.PodNamespace, cfg.PodName)
-			reg, err := endpoints.New(endpoints.Config{
-				Client: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(rc)}, Settle: cfg.Settle, Logger: log,
-			})
-			if err != nil {
-				errs = append(errs, err)
-			} else if slices.Contains(cfg.Registries, prestop.Endpoints) {
-				d.Registries = append(d.Registries, reg)
-			}
 		}
 	}
-	if slices.Contains(cfg.Registries, prestop.Consul) {
-		reg, err := consulRegistry(cfg, log)
-		if err != nil {
-			errs = append(errs, err)
-		} else {
-			d.Registries = append(d.Registries, reg)
-		}
-	}
-	return d, errors.Join(errs...)
+	regs, err := cfg.Set.Build(cfg.Env(kube, log), cfg.Registries)
+	d.Registries = regs
+	return d, errors.Join(append(errs, err)...)
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -145,34 +123,6 @@ func killAt(client metadata.Interface, ns, name string) func(context.Context) (*
 		t := pod.DeletionTimestamp.Time
 		return &t, nil
 	}
-}
-
-func consulRegistry(cfg prestop.Config, log *slog.Logger) (*consul.Registry, error) {
-	client := func(addr string) (*api.Client, error) {
-		c := api.DefaultConfig()
-		c.Address = addr
-		c.Token = cfg.ConsulToken
-		cl, err := api.NewClient(c)
-		if err != nil {
-			return nil, fmt.Errorf("consul client for %s: %w", addr, err)
-		}
-		return cl, nil
-	}
-	agent, err := client(cfg.ConsulAddr)
-	if err != nil {
-		return nil, err
-	}
-	var servers []*api.Client
-	for _, s := range cfg.ConsulServers {
-		c, err := client(s)
-		if err != nil {
-			return nil, err
-		}
-		servers = append(servers, c)
-	}
-	return consul.New(consul.Config{
-		Client: agent, Servers: servers, ServiceID: cfg.ConsulServiceID, MetaKey: cfg.ConsulMetaKey, Logger: log,
-	})
 }
 
 // newLogger writes to the container's main stdout when it can, since the kubelet discards what

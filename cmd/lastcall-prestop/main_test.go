@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,7 +14,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/adapters"
 	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
+	"github.com/lastcall-dev/lastcall/registry/memory"
 )
 
 func TestRunExitCodes(t *testing.T) {
@@ -35,7 +39,7 @@ func TestRunExitCodes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			code := run(tt.args, func(k string) string { return tt.env[k] }, &out, &errOut)
+			code := run(adapters.All(), tt.args, func(k string) string { return tt.env[k] }, &out, &errOut)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d (stderr %q)", code, tt.code, errOut.String())
 			}
@@ -63,7 +67,7 @@ func TestLogsGoToTheLogFileWhenWritable(t *testing.T) {
 			}
 			var out, errOut bytes.Buffer
 			args := []string{"--registries=", "--max-wait=200ms", "--min-wait=0", "--quiet=0", "--log-file", logFile}
-			if code := run(args, func(string) string { return "" }, &out, &errOut); code != 0 {
+			if code := run(adapters.All(), args, func(string) string { return "" }, &out, &errOut); code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut.String())
 			}
 			data, _ := os.ReadFile(logFile)
@@ -93,7 +97,7 @@ func TestConsulPathEndToEnd(t *testing.T) {
 	env := map[string]string{"POD_NAME": "web-1", "POD_NAMESPACE": "shop", "POD_UID": "uid-1", "POD_IP": "10.3.0.1", "CONSUL_HTTP_ADDR": agent.Addr}
 	var out, errOut bytes.Buffer
 	start := time.Now()
-	code := run([]string{"--max-wait=5s", "--min-wait=0", "--quiet=100ms", "--log-file="}, func(k string) string { return env[k] }, &out, &errOut)
+	code := run(adapters.All(), []string{"--max-wait=5s", "--min-wait=0", "--quiet=100ms", "--log-file="}, func(k string) string { return env[k] }, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
@@ -111,5 +115,58 @@ func TestConsulPathEndToEnd(t *testing.T) {
 	}
 	if len(svcs) != 1 || svcs[0].ServiceID != "web-2" {
 		t.Errorf("catalog after the drain = %d instances (%v), want only web-2", len(svcs), svcs)
+	}
+}
+
+// A registry added to the table goes through the same path as consul and endpoints: its flags
+// and env in --help and in the configuration, its constructor, the drain.
+func TestARegistryAddedToTheTableIsDrained(t *testing.T) {
+	pod := registry.Instance{Namespace: "shop", Pod: "web-1", UID: "uid-1", IP: "10.3.0.1"}
+	env := map[string]string{"POD_NAME": pod.Pod, "POD_NAMESPACE": pod.Namespace, "POD_UID": pod.UID, "POD_IP": pod.IP}
+	table := func(r *memory.Registry) []registry.Adapter { return append(adapters.All(), memory.Adapter(r)) }
+
+	var help bytes.Buffer
+	if code := run(table(memory.New("inmem", memory.Immediate)), []string{"--help"}, func(string) string { return "" }, &help, &help); code != 0 ||
+		!strings.Contains(help.String(), "--inmem-behaviour, $LASTCALL_INMEM_BEHAVIOUR") || !strings.Contains(help.String(), "endpoints, consul, inmem, or auto") {
+		t.Fatalf("--help (exit %d) does not offer the added registry:\n%s", code, help.String())
+	}
+
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		outcome string
+		removed bool
+	}{
+		{"chosen by flag, behaviour from env", []string{"--registries=inmem"}, map[string]string{"LASTCALL_INMEM_BEHAVIOUR": "immediate"}, `"inmem":"confirmed"`, true},
+		{"chosen by env, behaviour from flag", []string{"--inmem-behaviour=fail"}, map[string]string{"LASTCALL_REGISTRIES": "inmem"}, `"inmem":"failed"`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := memory.New("inmem", memory.Hang) // the setting decides, not this
+			reg.Register(pod)
+			getenv := func(k string) string {
+				if v, ok := tt.env[k]; ok {
+					return v
+				}
+				return env[k]
+			}
+			var out, errOut bytes.Buffer
+			args := append([]string{"--max-wait=300ms", "--min-wait=0", "--quiet=0", "--log-file="}, tt.args...)
+			if code := run(table(reg), args, getenv, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tt.outcome) {
+				t.Errorf("log lacks %s:\n%s", tt.outcome, errOut.String())
+			}
+			if reg.Registered(pod.UID) == tt.removed {
+				t.Errorf("registered after the drain = %v, want %v", !tt.removed, !tt.removed)
+			}
+		})
+	}
+	var errOut bytes.Buffer
+	if code := run(table(memory.New("inmem", memory.Immediate)), []string{"--inmem-behaviour=slow"}, func(string) string { return "" }, io.Discard, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "--inmem-behaviour / LASTCALL_INMEM_BEHAVIOUR") {
+		t.Errorf("bad setting of the added registry: exit %d, %q", code, errOut.String())
 	}
 }

@@ -1,11 +1,13 @@
-// Package backstop makes sure no deleted pod stays registered in Consul: on deletion it
-// deregisters the pod (racing the preStop hook on purpose, idempotently), and a sweeper removes
-// instances whose pod no longer exists (force deletion, lost node).
+// Package backstop makes sure no deleted pod stays registered in a registry whose entries stay
+// until someone removes them (Consul): on deletion it removes the pod's entries (racing the
+// preStop hook on purpose, idempotently), and a sweeper removes entries whose pod no longer exists
+// (force deletion, lost node). Any registry with the methods below gets both.
 package backstop
 
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,60 +23,74 @@ import (
 	"github.com/lastcall-dev/lastcall/registry"
 )
 
-// DeregisteredAnnotation records when the backstop confirmed the pod out of Consul, so a
-// restarted controller does not repeat the work and the rollout observer can time it.
-const DeregisteredAnnotation = "lastcall.dev/consul-deregistered"
-
-// Consul is what the backstop needs of the Consul registry.
-type Consul interface {
-	Deregister(ctx context.Context, in registry.Instance) (registry.Receipt, error)
+// DeregisteredAnnotation records when the backstop confirmed the pod out of the named registry
+// (lastcall.dev/consul-deregistered), so a restarted controller does not repeat the work.
+func DeregisteredAnnotation(registryName string) string {
+	return "lastcall.dev/" + registryName + "-deregistered"
 }
 
-// Reconciler deregisters deleting managed pods from Consul.
+// Registry is what the backstop needs: a registry that lists a pod's entries and removes one.
+type Registry interface {
+	Name() string
+	Instances(ctx context.Context, in registry.Instance) ([]registry.Registration, error)
+	Remove(ctx context.Context, r registry.Registration) error
+}
+
+// Reconciler removes deleting managed pods' entries from one registry.
 type Reconciler struct {
 	Client   client.Client
-	Consul   Consul
+	Registry Registry
+	// Adapters is the table the pod's annotations are read against.
+	Adapters []registry.Adapter
 	Recorder events.EventRecorder
 	Now      func() time.Time
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 
-// SetupWithManager registers the reconciler for deleting pods.
+// SetupWithManager registers the reconciler for deleting pods, named after its registry.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	deleting := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetDeletionTimestamp() != nil })
-	return ctrl.NewControllerManagedBy(mgr).Named("consul-backstop").
+	return ctrl.NewControllerManagedBy(mgr).Named(r.Registry.Name() + "-backstop").
 		For(&corev1.Pod{}, builder.WithPredicates(deleting)).
 		Complete(r)
 }
 
-// Reconcile deregisters once and records it on the pod.
+// Reconcile removes the pod's entries once and records it on the pod.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	name := r.Registry.Name()
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err) // gone: the sweeper covers it
 	}
-	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) || pod.Annotations[DeregisteredAnnotation] != "" {
+	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) || pod.Annotations[DeregisteredAnnotation(name)] != "" {
 		return ctrl.Result{}, nil
 	}
-	s, _ := managed.SettingsOf(pod.Annotations) // a bad registries list must not stop the backstop
-	in := registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP, Service: s.ConsulService}
-	rc, err := r.Consul.Deregister(ctx, in)
+	s, _ := managed.SettingsOf(pod.Annotations, r.Adapters) // a bad registries list must not stop the backstop
+	in := s.Instance(pod, name)
+	found, err := r.Registry.Instances(ctx, in)
 	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("backstop deregistration of %s: %w", in, err)
+		return ctrl.Result{}, fmt.Errorf("backstop: find %s in %s: %w", in, name, err)
 	}
-	if n := len(rc.Removed); n > 0 {
-		metrics.BackstopDeregistrations.Add(float64(n))
-		log.FromContext(ctx).Info("deregistered a deleting pod the hook had not yet removed", "instances", rc.Names())
+	var removed []string
+	for _, reg := range found {
+		if err := r.Registry.Remove(ctx, reg); err != nil {
+			return ctrl.Result{}, fmt.Errorf("backstop: remove %s from %s: %w", reg.Ref, name, err)
+		}
+		removed = append(removed, reg.Ref.String())
+	}
+	if len(removed) > 0 {
+		metrics.BackstopDeregistrations.WithLabelValues(name).Add(float64(len(removed)))
+		log.FromContext(ctx).Info("deregistered a deleting pod the hook had not yet removed", "registry", name, "instances", removed)
 		if r.Recorder != nil {
-			r.Recorder.Eventf(pod, nil, corev1.EventTypeNormal, "BackstopDeregistered", "Deregister", "removed Consul instances %s", rc.Names())
+			r.Recorder.Eventf(pod, nil, corev1.EventTypeNormal, "BackstopDeregistered", "Deregister", "removed %s entries %s", name, strings.Join(removed, ","))
 		}
 	}
 	orig := pod.DeepCopy()
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
-	pod.Annotations[DeregisteredAnnotation] = r.Now().UTC().Format(time.RFC3339Nano)
+	pod.Annotations[DeregisteredAnnotation(name)] = r.Now().UTC().Format(time.RFC3339Nano)
 	if err := r.Client.Patch(ctx, pod, client.MergeFrom(orig)); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -10,16 +10,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/lastcall-dev/lastcall/registry/consul"
+	"github.com/lastcall-dev/lastcall/registry"
 )
 
 func TestStale(t *testing.T) {
-	inst := consul.PodInstance{UID: "u1", Namespace: "shop", Pod: "web-1"}
+	inst := registry.Registration{UID: "u1", Namespace: "shop", Pod: "web-1"}
 	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, "web-1")
 	pod := func(uid string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: types.UID(uid)}} }
 	tests := []struct {
 		name string
-		inst consul.PodInstance
+		inst registry.Registration
 		pod  *corev1.Pod
 		err  error
 		want string
@@ -30,7 +30,7 @@ func TestStale(t *testing.T) {
 		{"API error keeps it", inst, &corev1.Pod{}, apierrors.NewInternalError(errors.New("etcd down")), Unknown},
 		{"forbidden keeps it", inst, &corev1.Pod{}, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "web-1", errors.New("rbac")), Unknown},
 		{"timeout keeps it", inst, &corev1.Pod{}, errors.New("context deadline exceeded"), Unknown},
-		{"no pod name in meta", consul.PodInstance{UID: "u1", Namespace: "shop"}, &corev1.Pod{}, notFound, Unknown},
+		{"no pod name in meta", registry.Registration{UID: "u1", Namespace: "shop"}, &corev1.Pod{}, notFound, Unknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,19 +12,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
-	"github.com/lastcall-dev/lastcall/registry/consul"
+	"github.com/lastcall-dev/lastcall/registry"
 )
 
-// Catalog is what the sweeper needs of the Consul registry.
+// Catalog is what the sweeper needs: a registry that lists every entry naming a pod and removes
+// one.
 type Catalog interface {
-	PodInstances(ctx context.Context) ([]consul.PodInstance, error)
-	Remove(ctx context.Context, p consul.PodInstance) error
+	Name() string
+	Registrations(ctx context.Context) ([]registry.Registration, error)
+	Remove(ctx context.Context, r registry.Registration) error
 }
 
-// Sweeper periodically removes Consul instances whose pod no longer exists. It runs on the
+// Sweeper periodically removes a registry's entries whose pod no longer exists. It runs on the
 // leader only.
 type Sweeper struct {
-	Consul Catalog
+	Registry Catalog
 	// Pods reads pods from the API server directly: the manager's cache holds managed pods only,
 	// and "not in the cache" must never be taken for "gone".
 	Pods     client.Reader
@@ -40,9 +42,9 @@ const (
 	Unknown = "unknown"  // the API did not say: never act on this
 )
 
-// Stale decides from one pod lookup whether the instance's pod is gone. Only NotFound, or a
-// different UID under the same name, counts; any other error keeps the instance.
-func Stale(p consul.PodInstance, pod *corev1.Pod, err error) string {
+// Stale decides from one pod lookup whether the entry's pod is gone. Only NotFound, or a
+// different UID under the same name, counts; any other error keeps the entry.
+func Stale(p registry.Registration, pod *corev1.Pod, err error) string {
 	switch {
 	case p.Namespace == "" || p.Pod == "":
 		return Unknown
@@ -68,7 +70,7 @@ func (s *Sweeper) Start(ctx context.Context) error {
 		if n, err := s.Sweep(ctx); err != nil {
 			s.Log.Error(err, "sweep failed")
 		} else if n > 0 {
-			s.Log.Info("swept stale Consul registrations", "removed", n)
+			s.Log.Info("swept stale registrations", "registry", s.Registry.Name(), "removed", n)
 		}
 		select {
 		case <-ctx.Done():
@@ -78,9 +80,10 @@ func (s *Sweeper) Start(ctx context.Context) error {
 	}
 }
 
-// Sweep runs once and returns how many instances it removed.
+// Sweep runs once and returns how many entries it removed.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	instances, err := s.Consul.PodInstances(ctx)
+	name := s.Registry.Name()
+	instances, err := s.Registry.Registrations(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -95,12 +98,12 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		if verdict != Gone && verdict != Reused {
 			continue
 		}
-		if err := s.Consul.Remove(ctx, p); err != nil {
-			return removed, fmt.Errorf("remove stale %s: %w", p.Ref, err)
+		if err := s.Registry.Remove(ctx, p); err != nil {
+			return removed, fmt.Errorf("remove stale %s from %s: %w", p.Ref, name, err)
 		}
 		removed++
-		metrics.StaleRemoved.Inc()
-		s.Log.Info("removed stale Consul registration", "instance", p.Ref.String(), "pod", p.Namespace+"/"+p.Pod, "uid", p.UID, "verdict", verdict)
+		metrics.StaleRemoved.WithLabelValues(name).Inc()
+		s.Log.Info("removed stale registration", "registry", name, "instance", p.Ref.String(), "pod", p.Namespace+"/"+p.Pod, "uid", p.UID, "verdict", verdict)
 	}
 	return removed, nil
 }

@@ -26,10 +26,11 @@ import (
 // Reconciler sets the registration condition on managed pods that carry the readiness gate.
 type Reconciler struct {
 	Client client.Client
-	// Registries by name (managed.Consul, managed.Endpoints); a pod that asks for a registry
-	// missing here is reported, never passed.
+	// Registries by name; a pod that asks for a registry missing here is reported, never passed.
 	Registries map[string]registry.Registry
-	Recorder   events.EventRecorder
+	// Adapters is the table the pod's annotations are read against.
+	Adapters []registry.Adapter
+	Recorder events.EventRecorder
 	// Retry is how soon a pod that is not yet visible is looked at again.
 	Retry time.Duration
 }
@@ -77,7 +78,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !managed.HasGate(pod) || (pod.DeletionTimestamp == nil && cond != nil && cond.Status == corev1.ConditionTrue) {
 		return ctrl.Result{}, nil // once visible, the gate stays open until deletion
 	}
-	settings, settingsErr := managed.SettingsOf(pod.Annotations)
+	settings, settingsErr := managed.SettingsOf(pod.Annotations, r.Adapters)
 	var checks []Check
 	if pod.DeletionTimestamp == nil && settingsErr == nil && pod.Status.PodIP != "" {
 		checks = r.check(ctx, pod, settings)
@@ -93,14 +94,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 func (r *Reconciler) check(ctx context.Context, pod *corev1.Pod, s managed.Settings) []Check {
-	in := registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP, Service: s.ConsulService}
 	checks := make([]Check, 0, len(s.Registries))
 	for _, name := range s.Registries {
 		c := Check{Registry: name}
 		if reg := r.Registries[name]; reg == nil {
 			c.Err = fmt.Errorf("registry %s is not configured in lastcall-controller", name)
 		} else {
-			c.Visible, c.Err = reg.Visible(ctx, in)
+			c.Visible, c.Err = reg.Visible(ctx, s.Instance(pod, name))
 		}
 		checks = append(checks, c)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/lastcall-dev/lastcall/registry"
 )
 
 // Names under lastcall.dev/.
@@ -16,9 +18,7 @@ const (
 	Label = "lastcall.dev/managed"
 	// Gate is the readiness gate and the pod condition the registration gate sets.
 	Gate corev1.PodConditionType = "lastcall.dev/registered"
-	// ConsulServiceAnnotation names the pod's Consul service (needed to check it is visible).
-	ConsulServiceAnnotation = "lastcall.dev/consul-service"
-	// RegistriesAnnotation lists the registries that must show the pod: consul, endpoints.
+	// RegistriesAnnotation lists the registries that must show the pod (endpoints, consul).
 	RegistriesAnnotation = "lastcall.dev/registries"
 	// DrainBudgetAnnotation is the drain the workload expects from its preStop hook (a Go
 	// duration); the unsafe-settings check compares it and the reserve with the grace period.
@@ -27,11 +27,9 @@ const (
 	ReserveAnnotation = "lastcall.dev/reserve"
 )
 
-// Registry names, as in the annotation.
-const (
-	Consul    = "consul"
-	Endpoints = "endpoints"
-)
+// ServiceAnnotation names the pod's service in a registry whose adapter has PodService:
+// lastcall.dev/consul-service for Consul.
+func ServiceAnnotation(registry string) string { return "lastcall.dev/" + registry + "-service" }
 
 // IsManaged reports whether lastcall manages the pod.
 func IsManaged(pod *corev1.Pod) bool {
@@ -47,40 +45,56 @@ func HasGate(pod *corev1.Pod) bool {
 
 // Settings are a pod's lastcall settings.
 type Settings struct {
-	ConsulService string
-	Registries    []string
+	// Registries that must show the pod, by name.
+	Registries []string
+	// Services are the pod's service names by registry, from ServiceAnnotation.
+	Services map[string]string
 }
 
-// SettingsOf reads the pod's annotations. Registries default to endpoints, plus consul when a
-// Consul service is named. The error names the annotation and what is allowed.
-func SettingsOf(annotations map[string]string) (Settings, error) {
-	s := Settings{ConsulService: strings.TrimSpace(annotations[ConsulServiceAnnotation])}
+// SettingsOf reads the pod's annotations against the registries the table knows. Registries
+// default to those that need no service name (endpoints), plus each one the pod names its service
+// in. The error names the annotation and what is allowed.
+func SettingsOf(annotations map[string]string, table []registry.Adapter) (Settings, error) {
+	s := Settings{Services: map[string]string{}}
+	var names []string
+	for _, a := range table {
+		names = append(names, a.Name)
+		if svc := strings.TrimSpace(annotations[ServiceAnnotation(a.Name)]); svc != "" {
+			s.Services[a.Name] = svc
+		}
+	}
 	raw, set := annotations[RegistriesAnnotation]
 	if !set {
-		s.Registries = []string{Endpoints}
-		if s.ConsulService != "" {
-			s.Registries = append(s.Registries, Consul)
+		for _, a := range table {
+			if !a.PodService || s.Services[a.Name] != "" {
+				s.Registries = append(s.Registries, a.Name)
+			}
 		}
 		return s, nil
 	}
 	for _, r := range strings.Split(raw, ",") {
 		r = strings.TrimSpace(r)
+		i := slices.IndexFunc(table, func(a registry.Adapter) bool { return a.Name == r })
 		switch {
 		case r == "":
 			continue
-		case r != Consul && r != Endpoints:
-			return s, fmt.Errorf("annotation %s=%q: unknown registry %q; want a comma-separated list of consul, endpoints", RegistriesAnnotation, raw, r)
+		case i < 0:
+			return s, fmt.Errorf("annotation %s=%q: unknown registry %q; want a comma-separated list of %s", RegistriesAnnotation, raw, r, strings.Join(names, ", "))
+		case table[i].PodService && s.Services[r] == "":
+			return s, fmt.Errorf("annotation %s lists %s but %s is not set; name the pod's service in %s", RegistriesAnnotation, r, ServiceAnnotation(r), r)
 		case !slices.Contains(s.Registries, r):
 			s.Registries = append(s.Registries, r)
 		}
 	}
 	if len(s.Registries) == 0 {
-		return s, fmt.Errorf("annotation %s is empty; want consul, endpoints or both (or remove it for the default)", RegistriesAnnotation)
-	}
-	if slices.Contains(s.Registries, Consul) && s.ConsulService == "" {
-		return s, fmt.Errorf("annotation %s lists consul but %s is not set; name the pod's Consul service", RegistriesAnnotation, ConsulServiceAnnotation)
+		return s, fmt.Errorf("annotation %s is empty; want one or more of %s (or remove it for the default)", RegistriesAnnotation, strings.Join(names, ", "))
 	}
 	return s, nil
+}
+
+// Instance is the pod as the named registry knows it.
+func (s Settings) Instance(pod *corev1.Pod, registryName string) registry.Instance {
+	return registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP, Service: s.Services[registryName]}
 }
 
 // GateCondition returns the pod's registration condition, or nil.

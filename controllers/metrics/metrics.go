@@ -17,19 +17,19 @@ var (
 	// RegistrationLag is deletion → the last registry stopped listing the pod.
 	RegistrationLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "lastcall_registration_lag_seconds",
-		Help:    "Time from a managed pod's deletion until it was out of every registry (EndpointSlices not ready, Consul deregistered).",
+		Help:    "Time from a managed pod's deletion until the registry stopped listing it (EndpointSlices: not ready).",
 		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
 	}, []string{"namespace", "workload", "registry"})
-	// StaleRemoved counts Consul instances removed because their pod no longer exists.
-	StaleRemoved = prometheus.NewCounter(prometheus.CounterOpts{
+	// StaleRemoved counts entries removed because their pod no longer exists, per registry.
+	StaleRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lastcall_stale_registrations_removed_total",
-		Help: "Consul instances removed by the sweeper because their pod no longer exists.",
-	})
-	// BackstopDeregistrations counts instances the backstop removed before the preStop hook did.
-	BackstopDeregistrations = prometheus.NewCounter(prometheus.CounterOpts{
+		Help: "Registry entries removed by the sweeper because their pod no longer exists.",
+	}, []string{"registry"})
+	// BackstopDeregistrations counts entries the backstop removed before the preStop hook did.
+	BackstopDeregistrations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lastcall_backstop_deregistrations_total",
-		Help: "Consul instances of deleting pods that the controller removed because they were still registered.",
-	})
+		Help: "Registry entries of deleting pods that the controller removed because they were still registered.",
+	}, []string{"registry"})
 	// UnsafeSettings is 1 per workload and check that currently fails.
 	UnsafeSettings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lastcall_unsafe_settings",

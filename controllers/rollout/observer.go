@@ -24,17 +24,19 @@ import (
 	"github.com/lastcall-dev/lastcall/registry"
 )
 
-// SliceReader tells whether an EndpointSlice still lists the pod as ready.
-type SliceReader interface {
+// Ready is offered by registries where being listed is not being sent traffic: EndpointSlices
+// list a draining pod as not ready. The observer asks it instead of Visible.
+type Ready interface {
 	Ready(ctx context.Context, in registry.Instance) (bool, error)
 }
 
 // Observer records deleting managed pods' drain timelines.
 type Observer struct {
 	Client client.Client
-	Slices SliceReader
-	// Consul, when set, is asked whether pods with a Consul service are still listed.
-	Consul   registry.Registry
+	// Registries by name; each pod is watched in those of its settings that are here.
+	Registries map[string]registry.Registry
+	// Adapters is the table the pod's annotations are read against.
+	Adapters []registry.Adapter
 	Recorder events.EventRecorder
 	// Poll is how often a draining pod is looked at again: registries are read, not watched.
 	Poll time.Duration
@@ -76,7 +78,7 @@ func (o *Observer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 		o.report(ctx, pod, next)
 		next.Reported = true
 	}
-	if next != tl {
+	if !next.Equal(tl) {
 		orig := pod.DeepCopy()
 		if pod.Annotations == nil {
 			pod.Annotations = map[string]string{}
@@ -95,18 +97,24 @@ func (o *Observer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 // observe asks the registries; an unanswered question counts as "still listed", so a stage is
 // only ever recorded on evidence.
 func (o *Observer) observe(ctx context.Context, pod *corev1.Pod) Observation {
-	in := registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP}
-	obs := Observation{Now: o.Now(), ReadyInSlices: true}
-	if ready, err := o.Slices.Ready(ctx, in); err == nil {
-		obs.ReadyInSlices = ready
+	obs := Observation{Now: o.Now(), Listed: map[string]bool{}}
+	s, err := managed.SettingsOf(pod.Annotations, o.Adapters)
+	if err != nil {
+		s, _ = managed.SettingsOf(nil, o.Adapters) // the registries every pod uses
 	}
-	if s, err := managed.SettingsOf(pod.Annotations); err == nil && s.ConsulService != "" && o.Consul != nil {
-		in.Service = s.ConsulService
-		listed, err := o.Consul.Visible(ctx, in)
-		obs.InConsul = &listed
-		if err != nil {
-			*obs.InConsul = true
+	for _, name := range s.Registries {
+		reg := o.Registries[name]
+		if reg == nil {
+			continue // not configured here: no stage to wait for
 		}
+		in := s.Instance(pod, name)
+		var listed bool
+		if r, ok := reg.(Ready); ok {
+			listed, err = r.Ready(ctx, in)
+		} else {
+			listed, err = reg.Visible(ctx, in)
+		}
+		obs.Listed[name] = listed || err != nil
 	}
 	return obs
 }
@@ -132,11 +140,10 @@ func (o *Observer) finish(ctx context.Context, pod *corev1.Pod) {
 func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) {
 	workload, obj, cause := o.workload(ctx, pod)
 	metrics.DrainDuration.WithLabelValues(pod.Namespace, workload).Observe(tl.Terminated.Sub(tl.Deleted).Seconds())
-	if !tl.Unready.IsZero() {
-		metrics.RegistrationLag.WithLabelValues(pod.Namespace, workload, managed.Endpoints).Observe(tl.Unready.Sub(tl.Deleted).Seconds())
-	}
-	if !tl.Deregistered.IsZero() {
-		metrics.RegistrationLag.WithLabelValues(pod.Namespace, workload, managed.Consul).Observe(tl.Deregistered.Sub(tl.Deleted).Seconds())
+	for _, s := range tl.Registries {
+		if !s.Out.IsZero() {
+			metrics.RegistrationLag.WithLabelValues(pod.Namespace, workload, s.Registry).Observe(s.Out.Sub(tl.Deleted).Seconds())
+		}
 	}
 	kind := corev1.EventTypeNormal
 	if tl.ExitCode != nil && *tl.ExitCode != 0 {

@@ -1,12 +1,13 @@
 // Package rollout observes how managed pods drain during rolling updates and scale-downs: each
-// deleting pod's timeline (deletion → unready in EndpointSlices → out of Consul → containers
-// terminated) is kept on the pod itself, so a restarted controller resumes it, and is published
-// as an Event on the workload and as Prometheus histograms once complete.
+// deleting pod's timeline (deletion → out of each registry the pod uses → containers terminated)
+// is kept on the pod itself, so a restarted controller resumes it, and is published as an Event
+// on the workload and as Prometheus histograms once complete.
 package rollout
 
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,31 +20,57 @@ const Annotation = "lastcall.dev/drain-timeline"
 
 // Timeline is one pod's drain. Zero times are stages not yet seen.
 type Timeline struct {
-	Deleted      time.Time `json:"deleted"`
-	Unready      time.Time `json:"unready,omitzero"`
-	Deregistered time.Time `json:"deregistered,omitzero"`
-	Terminated   time.Time `json:"terminated,omitzero"`
-	ExitCode     *int32    `json:"exitCode,omitempty"`
-	// Consul is true when the pod is registered in Consul, whose removal is then a stage too.
-	Consul bool `json:"consul,omitempty"`
+	Deleted time.Time `json:"deleted"`
+	// Registries are the stages "out of the registry", one per registry the pod is watched in,
+	// in the order they were first observed.
+	Registries []Stage   `json:"registries,omitempty"`
+	Terminated time.Time `json:"terminated,omitzero"`
+	ExitCode   *int32    `json:"exitCode,omitempty"`
 	// Reported is set once the Event and metrics went out.
 	Reported bool `json:"reported,omitempty"`
+}
+
+// Stage is when one registry stopped listing the pod (for EndpointSlices: as ready).
+type Stage struct {
+	Registry string    `json:"registry"`
+	Out      time.Time `json:"out,omitzero"`
 }
 
 // Observation is what one look at the pod and its registries found.
 type Observation struct {
 	Now time.Time
-	// ReadyInSlices: an EndpointSlice still lists the pod as ready.
-	ReadyInSlices bool
-	// InConsul: Consul still lists the pod; nil when Consul is not watched for this pod.
-	InConsul *bool
+	// Listed holds, per registry the pod is watched in, whether it still lists the pod; an
+	// unanswered question counts as listed.
+	Listed map[string]bool
 }
 
-// Parse reads the annotation; a missing or unreadable one starts a new timeline.
+// legacy is the annotation as lastcall wrote it before stages were keyed by registry name: a
+// controller upgraded in the middle of a rollout resumes the drains it had started.
+type legacy struct {
+	Unready      time.Time `json:"unready,omitzero"`
+	Deregistered time.Time `json:"deregistered,omitzero"`
+	Consul       bool      `json:"consul,omitempty"`
+}
+
+// Parse reads the annotation, in either format; a missing or unreadable one starts a new
+// timeline.
 func Parse(pod *corev1.Pod) Timeline {
+	v := pod.Annotations[Annotation]
+	if v == "" {
+		return Timeline{}
+	}
 	var tl Timeline
-	if v := pod.Annotations[Annotation]; v != "" {
-		_ = json.Unmarshal([]byte(v), &tl) // a mangled annotation is restarted, not fatal
+	if json.Unmarshal([]byte(v), &tl) != nil {
+		return Timeline{} // a mangled annotation is restarted, not fatal
+	}
+	var old legacy
+	if tl.Registries == nil && json.Unmarshal([]byte(v), &old) == nil && (!old.Unready.IsZero() || old.Consul) {
+		// The old format always watched EndpointSlices, and Consul when the pod had a service;
+		// without either field it had seen nothing that the next observation will not see.
+		tl.Registries = []Stage{{Registry: "endpoints", Out: old.Unready}}
+		if old.Consul {
+			tl.Registries = append(tl.Registries, Stage{Registry: "consul", Out: old.Deregistered})
+		}
 	}
 	return tl
 }
@@ -54,9 +81,13 @@ func (tl Timeline) Encode() string {
 	return string(b)
 }
 
+// Equal reports whether two timelines say the same.
+func (tl Timeline) Equal(other Timeline) bool { return tl.Encode() == other.Encode() }
+
 // Advance records the stages this observation shows for the first time. Pure: the caller
 // supplies the pod and what the registries said.
 func Advance(tl Timeline, pod *corev1.Pod, o Observation) Timeline {
+	tl.Registries = slices.Clone(tl.Registries)
 	if tl.Deleted.IsZero() && pod.DeletionTimestamp != nil {
 		// deletionTimestamp is when SIGKILL is due; the deletion itself came a grace period earlier.
 		grace := time.Duration(0)
@@ -65,12 +96,20 @@ func Advance(tl Timeline, pod *corev1.Pod, o Observation) Timeline {
 		}
 		tl.Deleted = pod.DeletionTimestamp.Add(-grace)
 	}
-	if tl.Unready.IsZero() && !o.ReadyInSlices {
-		tl.Unready = o.Now
+	names := make([]string, 0, len(o.Listed))
+	for name := range o.Listed {
+		names = append(names, name)
 	}
-	tl.Consul = tl.Consul || o.InConsul != nil
-	if tl.Deregistered.IsZero() && o.InConsul != nil && !*o.InConsul {
-		tl.Deregistered = o.Now
+	slices.Sort(names) // stages first seen together are kept in a stable order
+	for _, name := range names {
+		i := slices.IndexFunc(tl.Registries, func(s Stage) bool { return s.Registry == name })
+		if i < 0 {
+			tl.Registries = append(tl.Registries, Stage{Registry: name})
+			i = len(tl.Registries) - 1
+		}
+		if tl.Registries[i].Out.IsZero() && !o.Listed[name] {
+			tl.Registries[i].Out = o.Now
+		}
 	}
 	if tl.Terminated.IsZero() {
 		if at, code, ok := terminated(pod); ok {
@@ -82,26 +121,24 @@ func Advance(tl Timeline, pod *corev1.Pod, o Observation) Timeline {
 
 // Complete reports whether every stage has been seen.
 func (tl Timeline) Complete() bool {
-	return !tl.Unready.IsZero() && (!tl.Consul || !tl.Deregistered.IsZero()) && !tl.Terminated.IsZero()
+	return !tl.Terminated.IsZero() && !slices.ContainsFunc(tl.Registries, func(s Stage) bool { return s.Out.IsZero() })
 }
 
 // Summary is the Event text; cause says why the pod went (rolling update, scale-down).
 func (tl Timeline) Summary(pod, cause string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "pod %s drained (%s):", pod, cause)
-	for _, s := range []struct {
-		name string
-		at   time.Time
-	}{{"unready in EndpointSlices", tl.Unready}, {"out of Consul", tl.Deregistered}, {"containers terminated", tl.Terminated}} {
-		if s.name == "out of Consul" && !tl.Consul {
-			continue
+	stage := func(name string, at time.Time) {
+		if at.IsZero() {
+			fmt.Fprintf(&b, " %s not seen;", name)
+			return
 		}
-		if s.at.IsZero() {
-			fmt.Fprintf(&b, " %s not seen;", s.name)
-			continue
-		}
-		fmt.Fprintf(&b, " %s +%s;", s.name, s.at.Sub(tl.Deleted).Round(10*time.Millisecond))
+		fmt.Fprintf(&b, " %s +%s;", name, at.Sub(tl.Deleted).Round(10*time.Millisecond))
 	}
+	for _, s := range tl.Registries {
+		stage("out of "+s.Registry, s.Out)
+	}
+	stage("containers terminated", tl.Terminated)
 	if tl.ExitCode != nil {
 		fmt.Fprintf(&b, " exit code %d", *tl.ExitCode)
 	}

@@ -1,7 +1,9 @@
 package rollout
 
 import (
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +26,15 @@ func terminate(pod *corev1.Pod, i int, at time.Time, code int32) {
 	pod.Status.ContainerStatuses[i].State.Terminated = &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at), ExitCode: code}
 }
 
+func listed(kv ...any) map[string]bool {
+	m := map[string]bool{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1].(bool)
+	}
+	return m
+}
+
 func TestAdvance(t *testing.T) {
-	listed, gone := ptr.To(true), ptr.To(false)
 	tests := []struct {
 		name     string
 		steps    func(pod *corev1.Pod) []Observation
@@ -37,36 +46,49 @@ func TestAdvance(t *testing.T) {
 			steps: func(pod *corev1.Pod) []Observation {
 				terminate(pod, 0, t0.Add(3*time.Second), 0)
 				terminate(pod, 1, t0.Add(4*time.Second), 0)
-				return []Observation{{Now: t0.Add(100 * time.Millisecond)}}
+				return []Observation{{Now: t0.Add(100 * time.Millisecond), Listed: listed("endpoints", false)}}
 			},
 			complete: true,
-			summary:  []string{"unready in EndpointSlices +100ms", "containers terminated +4s", "exit code 0"},
+			summary:  []string{"out of endpoints +100ms", "containers terminated +4s", "exit code 0"},
 		},
 		{
 			name: "consul still listed: not complete",
 			steps: func(pod *corev1.Pod) []Observation {
 				terminate(pod, 0, t0.Add(3*time.Second), 0)
 				terminate(pod, 1, t0.Add(3*time.Second), 0)
-				return []Observation{{Now: t0.Add(time.Second), InConsul: listed}}
+				return []Observation{{Now: t0.Add(time.Second), Listed: listed("endpoints", false, "consul", true)}}
 			},
 			complete: false,
-			summary:  []string{"out of Consul not seen"},
+			summary:  []string{"out of consul not seen"},
 		},
 		{
 			name: "consul removed later; first non-zero exit code wins",
 			steps: func(pod *corev1.Pod) []Observation {
 				terminate(pod, 0, t0.Add(3*time.Second), 137)
 				terminate(pod, 1, t0.Add(2*time.Second), 1)
-				return []Observation{{Now: t0.Add(time.Second), InConsul: listed, ReadyInSlices: true}, {Now: t0.Add(2 * time.Second), InConsul: gone}}
+				return []Observation{
+					{Now: t0.Add(time.Second), Listed: listed("endpoints", true, "consul", true)},
+					{Now: t0.Add(2 * time.Second), Listed: listed("endpoints", false, "consul", false)},
+				}
 			},
 			complete: true,
-			summary:  []string{"unready in EndpointSlices +2s", "out of Consul +2s", "containers terminated +3s", "exit code 137"},
+			summary:  []string{"out of consul +2s; out of endpoints +2s", "containers terminated +3s", "exit code 137"},
+		},
+		{
+			name: "any registry by name",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 0)
+				terminate(pod, 1, t0.Add(3*time.Second), 0)
+				return []Observation{{Now: t0.Add(500 * time.Millisecond), Listed: listed("eureka", false)}}
+			},
+			complete: true,
+			summary:  []string{"out of eureka +500ms"},
 		},
 		{
 			name: "one container still running",
 			steps: func(pod *corev1.Pod) []Observation {
 				terminate(pod, 0, t0.Add(3*time.Second), 0)
-				return []Observation{{Now: t0.Add(time.Second)}}
+				return []Observation{{Now: t0.Add(time.Second), Listed: listed("endpoints", false)}}
 			},
 			complete: false,
 			summary:  []string{"containers terminated not seen"},
@@ -92,8 +114,32 @@ func TestAdvance(t *testing.T) {
 				}
 			}
 			back := Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tl.Encode()}}})
-			if back.Encode() != tl.Encode() {
+			if !back.Equal(tl) {
 				t.Errorf("annotation round trip: %s != %s", back.Encode(), tl.Encode())
+			}
+		})
+	}
+}
+
+// An annotation written before stages were keyed by registry name resumes where it was.
+func TestParseLegacyAnnotation(t *testing.T) {
+	tests := []struct {
+		name   string
+		legacy string
+		want   []Stage
+	}{
+		{"endpoints seen, consul awaited", `{"deleted":"2026-11-23T12:00:00Z","unready":"2026-11-23T12:00:01Z","consul":true}`,
+			[]Stage{{"endpoints", t0.Add(time.Second)}, {"consul", time.Time{}}}},
+		{"both seen", `{"deleted":"2026-11-23T12:00:00Z","unready":"2026-11-23T12:00:01Z","deregistered":"2026-11-23T12:00:02Z","consul":true}`,
+			[]Stage{{"endpoints", t0.Add(time.Second)}, {"consul", t0.Add(2 * time.Second)}}},
+		{"nothing seen yet", `{"deleted":"2026-11-23T12:00:00Z"}`, nil},
+		{"mangled", `{"deleted":`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tl := Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tt.legacy}}})
+			if !slices.Equal(tl.Registries, tt.want) {
+				t.Errorf("stages = %+v, want %+v", tl.Registries, tt.want)
 			}
 		})
 	}
@@ -107,27 +153,20 @@ func TestRolloutSequence(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 42))
 		pod := deletingPod(30)
 		type ev func(now time.Time) Observation
-		inConsul, ready := true, true
+		state := map[string]bool{"endpoints": true, "consul": true}
+		look := func(now time.Time) Observation { return Observation{Now: now, Listed: maps.Clone(state)} }
 		events := []ev{
-			func(now time.Time) Observation {
-				ready = false
-				return Observation{Now: now, InConsul: ptr.To(inConsul)}
-			},
-			func(now time.Time) Observation {
-				inConsul = false
-				return Observation{Now: now, ReadyInSlices: ready, InConsul: ptr.To(false)}
-			},
+			func(now time.Time) Observation { state["endpoints"] = false; return look(now) },
+			func(now time.Time) Observation { state["consul"] = false; return look(now) },
 			func(now time.Time) Observation {
 				terminate(pod, 0, now, 0)
 				terminate(pod, 1, now, 0)
-				return Observation{Now: now, ReadyInSlices: ready, InConsul: ptr.To(inConsul)}
+				return look(now)
 			},
 		}
 		// Duplicates: the same state observed again later.
 		for range rng.IntN(4) {
-			events = append(events, func(now time.Time) Observation {
-				return Observation{Now: now, ReadyInSlices: ready, InConsul: ptr.To(inConsul)}
-			})
+			events = append(events, look)
 		}
 		rng.Shuffle(len(events), func(i, j int) { events[i], events[j] = events[j], events[i] })
 
@@ -141,18 +180,24 @@ func TestRolloutSequence(t *testing.T) {
 				tl = Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tl.Encode()}}})
 			}
 			tl = Advance(tl, pod, e(now))
-			for name, pair := range map[string][2]time.Time{"unready": {prev.Unready, tl.Unready}, "deregistered": {prev.Deregistered, tl.Deregistered}, "terminated": {prev.Terminated, tl.Terminated}} {
-				if !pair[0].IsZero() && !pair[0].Equal(pair[1]) {
-					t.Fatalf("seed %d step %d: %s moved from %s to %s", seed, step, name, pair[0], pair[1])
+			for _, before := range append(prev.Registries, Stage{"terminated", prev.Terminated}) {
+				after := tl.Terminated
+				if i := slices.IndexFunc(tl.Registries, func(s Stage) bool { return s.Registry == before.Registry }); i >= 0 {
+					after = tl.Registries[i].Out
+				} else if before.Registry != "terminated" {
+					t.Fatalf("seed %d step %d: stage %s lost", seed, step, before.Registry)
 				}
-				if !pair[1].IsZero() && pair[1].Before(tl.Deleted) {
-					t.Fatalf("seed %d step %d: %s before the deletion", seed, step, name)
+				if !before.Out.IsZero() && !before.Out.Equal(after) {
+					t.Fatalf("seed %d step %d: %s moved from %s to %s", seed, step, before.Registry, before.Out, after)
+				}
+				if !after.IsZero() && after.Before(tl.Deleted) {
+					t.Fatalf("seed %d step %d: %s before the deletion", seed, step, before.Registry)
 				}
 			}
-			seenAll := !ready && !inConsul && pod.Status.ContainerStatuses[0].State.Terminated != nil
+			seenAll := !state["endpoints"] && !state["consul"] && pod.Status.ContainerStatuses[0].State.Terminated != nil
 			if tl.Complete() != seenAll {
-				t.Fatalf("seed %d step %d: Complete = %v with unready=%v deregistered=%v terminated=%v",
-					seed, step, tl.Complete(), !ready, !inConsul, pod.Status.ContainerStatuses[0].State.Terminated != nil)
+				t.Fatalf("seed %d step %d: Complete = %v with state %v, terminated=%v",
+					seed, step, tl.Complete(), state, pod.Status.ContainerStatuses[0].State.Terminated != nil)
 			}
 		}
 		if !tl.Complete() {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
 
 // Checks, as in Events and the metric's check label.
@@ -26,13 +27,8 @@ const (
 // AllChecks lists every check, so the metric can be reset for those that pass.
 var AllChecks = []string{GraceTooShort, NoPreStopHook, NoReadinessGate, MaxUnavailableAtSmallScale, InvalidAnnotation}
 
-// Defaults the drain settings fall back to: lastcall-prestop's --max-wait and --reserve.
-const (
-	DefaultDrainBudget = 20 * time.Second
-	DefaultReserve     = 10 * time.Second
-	// SmallScale is the replica count up to which any maxUnavailable above zero is flagged.
-	SmallScale = 3
-)
+// SmallScale is the replica count up to which any maxUnavailable above zero is flagged.
+const SmallScale = 3
 
 // Finding is one failed check.
 type Finding struct {
@@ -74,11 +70,13 @@ func FromStatefulSet(s *appsv1.StatefulSet) Workload {
 	return w
 }
 
-// Check runs every check; settings may sit on the workload or its pod template.
-func Check(w Workload) []Finding {
+// Check runs every check; settings may sit on the workload or its pod template, and fall back
+// to drain (lastcall-controller's --max-wait and --reserve, which mean what they mean to
+// lastcall-prestop).
+func Check(w Workload, drain prestop.Drain) []Finding {
 	var out []Finding
-	budget, errB := duration(w, managed.DrainBudgetAnnotation, DefaultDrainBudget)
-	reserve, errR := duration(w, managed.ReserveAnnotation, DefaultReserve)
+	budget, errB := duration(w, managed.DrainBudgetAnnotation, drain.MaxWait)
+	reserve, errR := duration(w, managed.ReserveAnnotation, drain.Reserve)
 	for _, err := range []error{errB, errR} {
 		if err != nil {
 			out = append(out, Finding{InvalidAnnotation, err.Error()})

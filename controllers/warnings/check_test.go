@@ -3,6 +3,7 @@ package warnings
 import (
 	"slices"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -11,7 +12,11 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
+
+// defaults are lastcall-prestop's: 20s budget, 10s reserve.
+var defaults = prestop.Drain{MaxWait: prestop.DefaultMaxWait, Reserve: prestop.DefaultReserve}
 
 // safe is a Deployment that passes every check; each case breaks one thing.
 func safe() *appsv1.Deployment {
@@ -69,7 +74,7 @@ func TestCheck(t *testing.T) {
 			d := safe()
 			tt.change(d)
 			var got []string
-			for _, f := range Check(FromDeployment(d)) {
+			for _, f := range Check(FromDeployment(d), defaults) {
 				got = append(got, f.Check)
 				if f.Message == "" {
 					t.Errorf("%s without a message", f.Check)
@@ -82,9 +87,16 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+func TestCheckUsesTheControllersDrainDefaults(t *testing.T) {
+	d := safe() // grace 40s
+	if f := Check(FromDeployment(d), prestop.Drain{MaxWait: 35 * time.Second, Reserve: 10 * time.Second}); len(f) != 1 || f[0].Check != GraceTooShort {
+		t.Errorf("findings with --max-wait=35s = %v, want %s", f, GraceTooShort)
+	}
+}
+
 func TestCheckStatefulSetHasNoMaxUnavailableFinding(t *testing.T) {
 	s := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{}, Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), Template: safe().Spec.Template}}
-	if f := Check(FromStatefulSet(s)); len(f) != 0 {
+	if f := Check(FromStatefulSet(s), defaults); len(f) != 0 {
 		t.Errorf("findings = %v, want none", f)
 	}
 }

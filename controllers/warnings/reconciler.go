@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
 
 // Annotation lists the checks a workload currently fails, so Events are sent once per change
@@ -22,23 +23,25 @@ const Annotation = "lastcall.dev/warnings"
 type Reconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
-	kind     string
-	newObj   func() client.Object
-	read     func(client.Object) Workload
+	// Drain is the budget assumed for workloads without drain annotations.
+	Drain  prestop.Drain
+	kind   string
+	newObj func() client.Object
+	read   func(client.Object) Workload
 }
 
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
 
 // ForDeployments checks Deployments.
-func ForDeployments(c client.Client, rec events.EventRecorder) *Reconciler {
-	return &Reconciler{Client: c, Recorder: rec, kind: "Deployment",
+func ForDeployments(c client.Client, rec events.EventRecorder, drain prestop.Drain) *Reconciler {
+	return &Reconciler{Client: c, Recorder: rec, Drain: drain, kind: "Deployment",
 		newObj: func() client.Object { return &appsv1.Deployment{} },
 		read:   func(o client.Object) Workload { return FromDeployment(o.(*appsv1.Deployment)) }}
 }
 
 // ForStatefulSets checks StatefulSets.
-func ForStatefulSets(c client.Client, rec events.EventRecorder) *Reconciler {
-	return &Reconciler{Client: c, Recorder: rec, kind: "StatefulSet",
+func ForStatefulSets(c client.Client, rec events.EventRecorder, drain prestop.Drain) *Reconciler {
+	return &Reconciler{Client: c, Recorder: rec, Drain: drain, kind: "StatefulSet",
 		newObj: func() client.Object { return &appsv1.StatefulSet{} },
 		read:   func(o client.Object) Workload { return FromStatefulSet(o.(*appsv1.StatefulSet)) }}
 }
@@ -60,7 +63,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	findings := Check(r.read(obj))
+	findings := Check(r.read(obj), r.Drain)
 	var names []string
 	for _, c := range AllChecks {
 		failed := slices.ContainsFunc(findings, func(f Finding) bool { return f.Check == c })

@@ -29,6 +29,8 @@ type Config struct {
 	// Servers are the replicas callers read from (with stale reads, any server answers from
 	// its own state). Empty means Client only.
 	Servers []*api.Client
+	// Service limits the search to one Consul service when the Instance names none.
+	Service string
 	// ServiceID, when set, names the instance explicitly.
 	ServiceID string
 	// MetaKey is the service meta key holding the pod UID; DefaultMetaKey when empty.
@@ -62,7 +64,7 @@ func New(cfg Config) (*Registry, error) {
 }
 
 // Name implements registry.Registry.
-func (r *Registry) Name() string { return "consul" }
+func (r *Registry) Name() string { return Name }
 
 // match reports whether a service instance belongs to the pod.
 func (r *Registry) match(in registry.Instance, id, addr string, meta map[string]string) bool {
@@ -76,22 +78,20 @@ func (r *Registry) match(in registry.Instance, id, addr string, meta map[string]
 	}
 }
 
-// found is one registration of the pod and how to remove it.
-type found struct {
-	ref  registry.Ref
-	node string // set when the instance lives only in the catalog
-}
-
-// find lists the pod's instances: first on the local agent (which would re-register what the
-// catalog alone forgot), then in the catalog for instances registered without an agent.
-func (r *Registry) find(ctx context.Context, in registry.Instance) ([]found, error) {
-	var out []found
+// Instances lists the pod's instances: first on the local agent (which would re-register what
+// the catalog alone forgot), then in the catalog for instances registered without an agent, whose
+// Where is their catalog node.
+func (r *Registry) Instances(ctx context.Context, in registry.Instance) ([]registry.Registration, error) {
+	if in.Service == "" {
+		in.Service = r.cfg.Service
+	}
+	var out []registry.Registration
 	seen := map[string]bool{}
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	agentSvcs, agentErr := r.cfg.Client.Agent().ServicesWithFilterOpts("", q)
 	for _, s := range agentSvcs {
 		if (in.Service == "" || s.Service == in.Service) && r.match(in, s.ID, s.Address, s.Meta) {
-			out = append(out, found{ref: registry.Ref{Service: s.Service, ID: s.ID}})
+			out = append(out, r.registration(s.Service, s.ID, "", s.Meta))
 			seen[s.ID] = true
 		}
 	}
@@ -108,11 +108,7 @@ func (r *Registry) find(ctx context.Context, in registry.Instance) ([]found, err
 		if err != nil {
 			return nil, errors.Join(agentErr, fmt.Errorf("consul: list catalog services: %w", err))
 		}
-		names = names[:0]
-		for name := range all {
-			names = append(names, name)
-		}
-		slices.Sort(names)
+		names = sortedKeys(all)
 	}
 	for _, name := range names {
 		entries, _, err := r.cfg.Client.Catalog().Service(name, "", q)
@@ -123,28 +119,44 @@ func (r *Registry) find(ctx context.Context, in registry.Instance) ([]found, err
 			if seen[e.ServiceID] || !r.match(in, e.ServiceID, e.ServiceAddress, e.ServiceMeta) {
 				continue
 			}
-			out = append(out, found{ref: registry.Ref{Service: e.ServiceName, ID: e.ServiceID}, node: e.Node})
+			out = append(out, r.registration(e.ServiceName, e.ServiceID, e.Node, e.ServiceMeta))
 			seen[e.ServiceID] = true
 		}
 	}
 	return out, nil
 }
 
+func (r *Registry) registration(service, id, node string, meta map[string]string) registry.Registration {
+	return registry.Registration{
+		Ref: registry.Ref{Service: service, ID: id}, Where: node,
+		UID: meta[r.cfg.MetaKey], Namespace: meta[MetaPodNamespace], Pod: meta[MetaPodName],
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 // Deregister implements registry.Registry. The receipt's Version is the raft index read back
 // with a consistent query after the removal, so it is at least the index that carries it.
 func (r *Registry) Deregister(ctx context.Context, in registry.Instance) (registry.Receipt, error) {
-	instances, err := r.find(ctx, in)
+	instances, err := r.Instances(ctx, in)
 	if err != nil {
 		return registry.Receipt{}, err
 	}
 	var rc registry.Receipt
 	var index uint64
-	for _, f := range instances {
-		if err := r.remove(ctx, f); err != nil {
+	for _, reg := range instances {
+		if err := r.remove(ctx, reg.Ref, reg.Where); err != nil {
 			return rc, err
 		}
-		rc.Removed = append(rc.Removed, f.ref)
-		r.log.InfoContext(ctx, "deregistered", "service", f.ref.Service, "id", f.ref.ID, "catalogNode", f.node)
+		rc.Removed = append(rc.Removed, reg.Ref)
+		r.log.InfoContext(ctx, "deregistered", "service", reg.Ref.Service, "id", reg.Ref.ID, "catalogNode", reg.Where)
 	}
 	for _, name := range serviceNames(rc.Removed) {
 		q := (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx)
@@ -160,19 +172,20 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) (regist
 	return rc, nil
 }
 
-func (r *Registry) remove(ctx context.Context, f found) error {
+// remove deregisters one instance: through the agent when node is empty, else from the catalog.
+func (r *Registry) remove(ctx context.Context, ref registry.Ref, node string) error {
 	var err error
-	if f.node == "" {
-		err = r.cfg.Client.Agent().ServiceDeregisterOpts(f.ref.ID, (&api.QueryOptions{}).WithContext(ctx))
+	if node == "" {
+		err = r.cfg.Client.Agent().ServiceDeregisterOpts(ref.ID, (&api.QueryOptions{}).WithContext(ctx))
 	} else {
-		dereg := &api.CatalogDeregistration{Node: f.node, ServiceID: f.ref.ID}
+		dereg := &api.CatalogDeregistration{Node: node, ServiceID: ref.ID}
 		_, err = r.cfg.Client.Catalog().Deregister(dereg, (&api.WriteOptions{}).WithContext(ctx))
 	}
 	if isNotFound(err) {
 		return nil // already gone: deregistration is idempotent
 	}
 	if err != nil {
-		return fmt.Errorf("consul: deregister %s: %w", f.ref, err)
+		return fmt.Errorf("consul: deregister %s: %w", ref, err)
 	}
 	return nil
 }
@@ -221,6 +234,9 @@ func (r *Registry) awaitOn(ctx context.Context, srv *api.Client, name string, wa
 
 // Visible implements registry.Registry: every server lists the instance as passing.
 func (r *Registry) Visible(ctx context.Context, in registry.Instance) (bool, error) {
+	if in.Service == "" {
+		in.Service = r.cfg.Service
+	}
 	if in.Service == "" {
 		return false, errors.New("consul: Visible needs the Consul service name (annotation lastcall.dev/consul-service)")
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 
 	"github.com/hashicorp/consul/api"
 
@@ -19,59 +18,42 @@ const (
 	MetaPodNamespace = "pod-namespace"
 )
 
-// PodInstance is a catalog instance that names the pod it belongs to.
-type PodInstance struct {
-	Ref       registry.Ref
-	Node      string
-	UID       string
-	Namespace string
-	Pod       string
-}
-
-// PodInstances lists every catalog instance whose meta carries a pod UID.
-func (r *Registry) PodInstances(ctx context.Context) ([]PodInstance, error) {
+// Registrations lists every catalog instance whose meta carries a pod UID.
+func (r *Registry) Registrations(ctx context.Context) ([]registry.Registration, error) {
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	names, _, err := r.cfg.Client.Catalog().Services(q)
 	if err != nil {
 		return nil, fmt.Errorf("consul: list catalog services: %w", err)
 	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	slices.Sort(sorted)
-	var out []PodInstance
-	for _, name := range sorted {
+	var out []registry.Registration
+	for _, name := range sortedKeys(names) {
 		entries, _, err := r.cfg.Client.Catalog().Service(name, "", q)
 		if err != nil {
 			return nil, fmt.Errorf("consul: read catalog service %q: %w", name, err)
 		}
 		for _, e := range entries {
-			uid := e.ServiceMeta[r.cfg.MetaKey]
-			if uid == "" {
-				continue
+			if e.ServiceMeta[r.cfg.MetaKey] != "" {
+				out = append(out, r.registration(e.ServiceName, e.ServiceID, e.Node, e.ServiceMeta))
 			}
-			out = append(out, PodInstance{
-				Ref: registry.Ref{Service: e.ServiceName, ID: e.ServiceID}, Node: e.Node, UID: uid,
-				Namespace: e.ServiceMeta[MetaPodNamespace], Pod: e.ServiceMeta[MetaPodName],
-			})
 		}
 	}
 	return out, nil
 }
 
-// Remove deregisters one catalog instance. An instance of the agent this registry talks to goes
-// through that agent, whose anti-entropy would otherwise restore it; others through the catalog.
-func (r *Registry) Remove(ctx context.Context, p PodInstance) error {
-	self, err := r.cfg.Client.Agent().NodeName()
-	if err != nil {
-		return fmt.Errorf("consul: read agent node name: %w", err)
+// Remove deregisters one instance. An instance of the agent this registry talks to goes through
+// that agent, whose anti-entropy would otherwise restore it; others through the catalog.
+func (r *Registry) Remove(ctx context.Context, reg registry.Registration) error {
+	node := reg.Where
+	if node != "" {
+		self, err := r.cfg.Client.Agent().NodeName()
+		if err != nil {
+			return fmt.Errorf("consul: read agent node name: %w", err)
+		}
+		if node == self {
+			node = ""
+		}
 	}
-	f := found{ref: p.Ref}
-	if p.Node != self {
-		f.node = p.Node
-	}
-	return r.remove(ctx, f)
+	return r.remove(ctx, reg.Ref, node)
 }
 
 // isNotFound reports a 404 from Consul.

@@ -48,7 +48,7 @@ func New(cfg Config) (*Registry, error) {
 }
 
 // Name implements registry.Registry.
-func (r *Registry) Name() string { return "endpoints" }
+func (r *Registry) Name() string { return Name }
 
 // Deregister implements registry.Registry. Endpoints belong to the EndpointSlice controller,
 // which takes a deleting pod out by itself (a write here would be reverted), so this only records
