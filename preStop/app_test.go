@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+
 	"github.com/lastcall-dev/lastcall/graceful"
 )
 
@@ -27,9 +29,8 @@ func TestAppAdminAgainstGraceful(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	for srv.State() != graceful.Running {
-		time.Sleep(time.Millisecond) // Run starts asynchronously
-	}
+	// Run starts asynchronously.
+	gomega.NewWithT(t).Eventually(srv.State).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(gomega.Equal(graceful.Running))
 	app := NewAppAdmin("http://" + srv.AdminAddr())
 	if resp, err := http.Get("http://" + srv.Addrs()[0] + "/work"); err == nil {
 		resp.Body.Close()

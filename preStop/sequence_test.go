@@ -9,16 +9,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/memory"
 )
 
-var pod = registry.Instance{Namespace: "shop", Pod: "web-1", UID: "u-1", IP: "10.0.0.7"}
+// The sequence's tests run in synctest bubbles: time is the bubble's fake clock, which moves only
+// when every goroutine waits, so the durations they assert are exact and take no wall time.
 
-// overrun is how far past its budget the helper may return: scheduling, not waiting.
-const overrun = 500 * time.Millisecond
+var pod = registry.Instance{Namespace: "shop", Pod: "web-1", UID: "u-1", IP: "10.0.0.7"}
 
 // deaf ignores its context: Deregister blocks until the test ends.
 type deaf struct{ release chan struct{} }
@@ -94,7 +95,7 @@ func TestRunOutcomes(t *testing.T) {
 		wantSource string
 		want       []string // outcome per registry
 		fellBack   bool
-		minElapsed time.Duration // the run must not be cut short
+		elapsed    time.Duration // exactly: the run is neither cut short nor late
 	}{
 		{
 			name: "both confirm",
@@ -102,7 +103,7 @@ func TestRunOutcomes(t *testing.T) {
 				return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Immediate)}
 			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
-			want: []string{Confirmed, Confirmed},
+			want: []string{Confirmed, Confirmed}, elapsed: timing.Quiet,
 		},
 		{
 			name: "one hangs until the budget ends",
@@ -110,7 +111,7 @@ func TestRunOutcomes(t *testing.T) {
 				return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Hang)}
 			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
-			want: []string{Confirmed, TimedOut}, minElapsed: timing.MaxWait,
+			want: []string{Confirmed, TimedOut}, elapsed: timing.MaxWait,
 		},
 		{
 			name: "one ignores its context",
@@ -120,7 +121,7 @@ func TestRunOutcomes(t *testing.T) {
 				return []registry.Registry{registered("a", memory.Immediate), deaf{release}}
 			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
-			want: []string{Confirmed, TimedOut}, minElapsed: timing.MaxWait,
+			want: []string{Confirmed, TimedOut}, elapsed: timing.MaxWait,
 		},
 		{
 			name: "one errors: fallback wait",
@@ -128,14 +129,14 @@ func TestRunOutcomes(t *testing.T) {
 				return []registry.Registry{registered("a", memory.Immediate), registered("b", memory.Fail)}
 			},
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
-			want: []string{Confirmed, Failed}, fellBack: true, minElapsed: timing.MaxWait,
+			want: []string{Confirmed, Failed}, fellBack: true, elapsed: timing.MaxWait,
 		},
 		{
 			name:       "budget from deletionTimestamp",
 			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Hang)} },
 			killAt:     killIn(250 * time.Millisecond),
 			wantBudget: 250 * time.Millisecond, wantSource: FromDeletion,
-			want: []string{TimedOut}, minElapsed: 200 * time.Millisecond,
+			want: []string{TimedOut}, elapsed: 250 * time.Millisecond,
 		},
 		{
 			name:       "deletionTimestamp already past: return at once",
@@ -149,7 +150,7 @@ func TestRunOutcomes(t *testing.T) {
 			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate)} },
 			killAt:     func(context.Context) (*time.Time, error) { return nil, errors.New("connection refused") },
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
-			want: []string{Confirmed},
+			want: []string{Confirmed}, elapsed: timing.Quiet,
 		},
 		{
 			name: "API hangs: budget from max-wait after a bounded read",
@@ -158,129 +159,144 @@ func TestRunOutcomes(t *testing.T) {
 				<-ctx.Done()
 				return nil, ctx.Err()
 			},
+			// The budget counts from the start, so the bounded read (max-wait/4) is part of it.
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
-			want: []string{Confirmed},
+			want: []string{Confirmed}, elapsed: timing.MaxWait/4 + timing.Quiet,
 		},
 		{
 			name:       "no registries",
 			regs:       func(*testing.T) []registry.Registry { return nil },
-			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
+			wantBudget: timing.MaxWait, wantSource: FromMaxWait, elapsed: timing.Quiet,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			regs := tt.regs(t)
-			start := time.Now()
-			res := Run(context.Background(), timing, pod, Deps{Registries: regs, KillAt: tt.killAt, Meter: &meter{moving: 1}})
-			elapsed := time.Since(start)
-			if res.BudgetSource != tt.wantSource || (res.Budget-tt.wantBudget).Abs() > 50*time.Millisecond {
-				t.Errorf("budget = %s from %s, want about %s from %s", res.Budget, res.BudgetSource, tt.wantBudget, tt.wantSource)
-			}
-			if elapsed > res.Budget+overrun {
-				t.Errorf("returned after %s; budget %s (+%s allowed)", elapsed, res.Budget, overrun)
-			}
-			if elapsed < tt.minElapsed {
-				t.Errorf("returned after %s, before %s", elapsed, tt.minElapsed)
-			}
-			if len(res.Registries) != len(tt.want) {
-				t.Fatalf("%d registry results, want %d", len(res.Registries), len(tt.want))
-			}
-			for i, w := range tt.want {
-				if res.Registries[i].Outcome != w {
-					t.Errorf("registry %s: %s (%v), want %s", res.Registries[i].Name, res.Registries[i].Outcome, res.Registries[i].Err, w)
+			synctest.Test(t, func(t *testing.T) {
+				regs := tt.regs(t)
+				start := time.Now()
+				res := Run(context.Background(), timing, pod, Deps{Registries: regs, KillAt: tt.killAt, Meter: &meter{moving: 1}})
+				elapsed := time.Since(start)
+				if res.BudgetSource != tt.wantSource || res.Budget != tt.wantBudget {
+					t.Errorf("budget = %s from %s, want %s from %s", res.Budget, res.BudgetSource, tt.wantBudget, tt.wantSource)
 				}
-			}
-			if res.FellBack != tt.fellBack {
-				t.Errorf("FellBack = %v, want %v", res.FellBack, tt.fellBack)
-			}
+				if elapsed != tt.elapsed {
+					t.Errorf("returned after %s, want %s (budget %s)", elapsed, tt.elapsed, res.Budget)
+				}
+				if len(res.Registries) != len(tt.want) {
+					t.Fatalf("%d registry results, want %d", len(res.Registries), len(tt.want))
+				}
+				for i, w := range tt.want {
+					if res.Registries[i].Outcome != w {
+						t.Errorf("registry %s: %s (%v), want %s", res.Registries[i].Name, res.Registries[i].Outcome, res.Registries[i].Err, w)
+					}
+				}
+				if res.FellBack != tt.fellBack {
+					t.Errorf("FellBack = %v, want %v", res.FellBack, tt.fellBack)
+				}
+			})
 		})
 	}
 }
 
 func TestRunDrainsAppBeforeDeregistering(t *testing.T) {
-	var order orderLog
-	reg := recordingRegistry{Registry: registered("a", memory.Immediate), log: &order}
-	res := Run(context.Background(), Timing{MaxWait: time.Second}, pod, Deps{
-		Registries: []registry.Registry{reg}, App: recordingApp{log: &order},
+	synctest.Test(t, func(t *testing.T) {
+		var order orderLog
+		reg := recordingRegistry{Registry: registered("a", memory.Immediate), log: &order}
+		res := Run(context.Background(), Timing{MaxWait: time.Second}, pod, Deps{
+			Registries: []registry.Registry{reg}, App: recordingApp{log: &order},
+		})
+		if got := strings.Join(order.calls, ","); got != "app-drain,deregister" {
+			t.Errorf("calls = %s, want app-drain,deregister", got)
+		}
+		if res.Registries[0].Outcome != Confirmed || res.Registries[0].Removed != 1 {
+			t.Errorf("result = %+v", res.Registries[0])
+		}
 	})
-	if got := strings.Join(order.calls, ","); got != "app-drain,deregister" {
-		t.Errorf("calls = %s, want app-drain,deregister", got)
-	}
-	if res.Registries[0].Outcome != Confirmed || res.Registries[0].Removed != 1 {
-		t.Errorf("result = %+v", res.Registries[0])
-	}
 }
 
 func TestRunAppDrainFailureDoesNotStopTheDrain(t *testing.T) {
-	var order orderLog
-	reg := registered("a", memory.Immediate)
-	res := Run(context.Background(), Timing{MaxWait: time.Second}, pod, Deps{
-		Registries: []registry.Registry{reg}, App: recordingApp{log: &order, err: errors.New("refused")},
+	synctest.Test(t, func(t *testing.T) {
+		var order orderLog
+		reg := registered("a", memory.Immediate)
+		res := Run(context.Background(), Timing{MaxWait: time.Second}, pod, Deps{
+			Registries: []registry.Registry{reg}, App: recordingApp{log: &order, err: errors.New("refused")},
+		})
+		if reg.Deregistrations() != 1 || res.Registries[0].Outcome != Confirmed {
+			t.Errorf("deregistrations = %d, outcome %s", reg.Deregistrations(), res.Registries[0].Outcome)
+		}
 	})
-	if reg.Deregistrations() != 1 || res.Registries[0].Outcome != Confirmed {
-		t.Errorf("deregistrations = %d, outcome %s", reg.Deregistrations(), res.Registries[0].Outcome)
-	}
 }
 
 func TestRunWaitsForQuietTraffic(t *testing.T) {
-	m := &meter{moving: 8} // traffic for the first 8 samples
-	timing := Timing{MaxWait: 5 * time.Second, Quiet: 40 * time.Millisecond, Sample: 5 * time.Millisecond}
-	res := Run(context.Background(), timing, pod, Deps{Meter: m})
-	if !res.Quiet {
-		t.Fatal("quiet not reached")
-	}
-	// The quiet period starts at the last change: at least quiet/sample further samples.
-	if calls := m.calls.Load(); calls < 8+40/5 {
-		t.Errorf("meter sampled %d times; quiet measured from before the traffic stopped", calls)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		m := &meter{moving: 8} // traffic for the first 8 samples
+		timing := Timing{MaxWait: 5 * time.Second, Quiet: 40 * time.Millisecond, Sample: 5 * time.Millisecond}
+		start := time.Now()
+		res := Run(context.Background(), timing, pod, Deps{Meter: m})
+		if !res.Quiet {
+			t.Fatal("quiet not reached")
+		}
+		// The quiet period starts at the last change (the 8th sample, 7 intervals in), not before.
+		if el, want := time.Since(start), 7*timing.Sample+timing.Quiet; el != want {
+			t.Errorf("returned after %s, want %s: quiet measured from the last change", el, want)
+		}
+	})
 }
 
 func TestRunMeterFailureFallsBackToQuietWait(t *testing.T) {
-	timing := Timing{MaxWait: 5 * time.Second, Quiet: 150 * time.Millisecond}
-	start := time.Now()
-	res := Run(context.Background(), timing, pod, Deps{Meter: &meter{err: errors.New("no /proc")}})
-	if res.Quiet {
-		t.Error("quiet reported without a working meter")
-	}
-	if el := time.Since(start); el < timing.Quiet {
-		t.Errorf("returned after %s, before the plain quiet wait of %s", el, timing.Quiet)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		timing := Timing{MaxWait: 5 * time.Second, Quiet: 150 * time.Millisecond}
+		start := time.Now()
+		res := Run(context.Background(), timing, pod, Deps{Meter: &meter{err: errors.New("no /proc")}})
+		if res.Quiet {
+			t.Error("quiet reported without a working meter")
+		}
+		if el := time.Since(start); el != timing.Quiet {
+			t.Errorf("returned after %s, want the plain quiet wait of %s", el, timing.Quiet)
+		}
+	})
 }
 
 func TestRunMinWaitFloor(t *testing.T) {
-	timing := Timing{MaxWait: 5 * time.Second, MinWait: 200 * time.Millisecond}
-	start := time.Now()
-	Run(context.Background(), timing, pod, Deps{Registries: []registry.Registry{registered("a", memory.Immediate)}})
-	if el := time.Since(start); el < timing.MinWait {
-		t.Errorf("returned after %s, before --min-wait %s", el, timing.MinWait)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		timing := Timing{MaxWait: 5 * time.Second, MinWait: 200 * time.Millisecond}
+		start := time.Now()
+		Run(context.Background(), timing, pod, Deps{Registries: []registry.Registry{registered("a", memory.Immediate)}})
+		if el := time.Since(start); el != timing.MinWait {
+			t.Errorf("returned after %s, want --min-wait %s", el, timing.MinWait)
+		}
+	})
 }
 
 func TestRunMinWaitNeverExceedsBudget(t *testing.T) {
-	timing := Timing{MaxWait: 150 * time.Millisecond, MinWait: 10 * time.Second}
-	start := time.Now()
-	Run(context.Background(), timing, pod, Deps{})
-	if el := time.Since(start); el > timing.MaxWait+overrun {
-		t.Errorf("returned after %s; budget %s", el, timing.MaxWait)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		timing := Timing{MaxWait: 150 * time.Millisecond, MinWait: 10 * time.Second}
+		start := time.Now()
+		Run(context.Background(), timing, pod, Deps{})
+		if el := time.Since(start); el != timing.MaxWait {
+			t.Errorf("returned after %s, want the budget %s", el, timing.MaxWait)
+		}
+	})
 }
 
 func TestRunLogsEveryStepAndASummary(t *testing.T) {
-	var buf bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	Run(context.Background(), Timing{MaxWait: time.Second, Quiet: 10 * time.Millisecond, Sample: 2 * time.Millisecond}, pod, Deps{
-		Registries: []registry.Registry{registered("a", memory.Immediate)}, App: recordingApp{log: &orderLog{}},
-		Meter: &meter{moving: 1}, Log: log,
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewJSONHandler(&buf, nil))
+		Run(context.Background(), Timing{MaxWait: time.Second, Quiet: 10 * time.Millisecond, Sample: 2 * time.Millisecond}, pod, Deps{
+			Registries: []registry.Registry{registered("a", memory.Immediate)}, App: recordingApp{log: &orderLog{}},
+			Meter: &meter{moving: 1}, Log: log,
+		})
+		out := buf.String()
+		for _, s := range []string{`"step":"budget"`, `"step":"app-drain"`, `"step":"deregister"`, `"step":"propagate"`, `"step":"quiesce"`, `"msg":"drain done"`, `"a":"confirmed"`, `"version":"1"`} {
+			if !strings.Contains(out, s) {
+				t.Errorf("log lacks %s:\n%s", s, out)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if strings.Contains(line, `"step"`) && !strings.Contains(line, `"took"`) {
+				t.Errorf("step line without duration: %s", line)
+			}
+		}
 	})
-	out := buf.String()
-	for _, s := range []string{`"step":"budget"`, `"step":"app-drain"`, `"step":"deregister"`, `"step":"propagate"`, `"step":"quiesce"`, `"msg":"drain done"`, `"a":"confirmed"`} {
-		if !strings.Contains(out, s) {
-			t.Errorf("log lacks %s:\n%s", s, out)
-		}
-	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if strings.Contains(line, `"step"`) && !strings.Contains(line, `"took"`) {
-			t.Errorf("step line without duration: %s", line)
-		}
-	}
 }
