@@ -2,10 +2,14 @@ package endpoints_test
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/onsi/gomega"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -14,13 +18,18 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	prestop "github.com/lastcall-dev/lastcall/preStop"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/endpoints"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/apitest"
+	"github.com/lastcall-dev/lastcall/registry/internal/tcpfault"
 )
+
+// One API server serves the whole package; each test works in namespaces of its own.
+func TestMain(m *testing.M) { apitest.Main(m) }
 
 // fixture creates a namespace, a pod, a Service and one EndpointSlice listing the pod as ready.
 func fixture(t testing.TB, cs kubernetes.Interface, ns string) (registry.Instance, *discoveryv1.EndpointSlice) {
@@ -80,7 +89,7 @@ func newRegistry(t *testing.T, s endpoints.Slices) *endpoints.Registry {
 }
 
 func TestAwaitPropagatedFollowsTheWatch(t *testing.T) {
-	_, cfg := apitest.Start(t)
+	cfg := apitest.Shared(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	dyn := endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}
 	ctx := context.Background()
@@ -127,33 +136,28 @@ func TestAwaitPropagatedFollowsTheWatch(t *testing.T) {
 				returned <- time.Now()
 				errc <- err
 			}()
-			select {
-			case <-sig.opened:
-			case at := <-returned:
-				t.Fatalf("returned at %s before the change: %v", at, <-errc)
-			}
-			time.Sleep(200 * time.Millisecond) // the change comes "after a delay": the watch must be idle first
+			g := gomega.NewWithT(t)
+			g.Eventually(sig.opened).WithTimeout(10 * time.Second).Should(gomega.Receive())
+			// The change comes "after a delay": the watch is open and idle, and must not return.
+			g.Consistently(returned).WithTimeout(200*time.Millisecond).ShouldNot(gomega.Receive(), "returned before the change")
 			tt.change(t, slice)
 			flipped := time.Now()
-			select {
-			case at := <-returned:
-				if err := <-errc; err != nil {
-					t.Fatal(err)
-				}
-				lag := at.Sub(flipped)
-				t.Logf("AwaitPropagated returned %s after the change", lag)
-				if lag > 100*time.Millisecond {
-					t.Errorf("returned %s after the change, want within 100ms", lag)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("AwaitPropagated did not return within 10s of the change")
+			var at time.Time
+			g.Eventually(returned).WithTimeout(10*time.Second).Should(gomega.Receive(&at), "AwaitPropagated returns after the change")
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			lag := at.Sub(flipped)
+			t.Logf("AwaitPropagated returned %s after the change", lag)
+			if lag > 100*time.Millisecond {
+				t.Errorf("returned %s after the change, want within 100ms", lag)
 			}
 		})
 	}
 }
 
 func TestAwaitPropagatedWithoutEndpoints(t *testing.T) {
-	_, cfg := apitest.Start(t)
+	cfg := apitest.Shared(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	_, _ = fixture(t, cs, "other")
 	r := newRegistry(t, endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)})
@@ -168,28 +172,33 @@ func TestAwaitPropagatedWithoutEndpoints(t *testing.T) {
 	}
 }
 
-// With the API server gone mid-drain, the helper still returns inside its budget.
+// With the API server gone mid-drain, the helper still returns inside its budget. The server is
+// the shared one: the helper reaches it through a proxy that the test kills.
 func TestDrainSurvivesAPIServerStop(t *testing.T) {
-	env, cfg := apitest.Start(t)
+	cfg := apitest.Shared(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	in, _ := fixture(t, cs, "fault")
-	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}, opened: make(chan struct{}, 10)}
+	host, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := tcpfault.New(host.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	viaProxy := rest.CopyConfig(cfg)
+	viaProxy.Host = host.Scheme + "://" + proxy.Addr // the certificate names the IP, not the port
+	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(viaProxy)}, opened: make(chan struct{}, 10)}
 	r := newRegistry(t, sig)
-	stopped := make(chan struct{})
 	go func() {
-		defer close(stopped)
 		<-sig.opened
-		_ = env.ControlPlane.APIServer.Stop()
+		proxy.Kill()
 	}()
 	timing := prestop.Timing{MaxWait: 3 * time.Second, Quiet: 50 * time.Millisecond}
 	start := time.Now()
 	res := prestop.Run(context.Background(), timing, in, prestop.Deps{Registries: []registry.Registry{r}})
 	elapsed := time.Since(start)
-	select {
-	case <-stopped: // env.Stop in cleanup must not race the stop above
-	case <-time.After(10 * time.Second):
-		t.Fatal("the registry never opened its watch")
-	}
 	if elapsed > res.Budget+500*time.Millisecond {
 		t.Errorf("returned after %s; budget %s", elapsed, res.Budget)
 	}
@@ -199,11 +208,14 @@ func TestDrainSurvivesAPIServerStop(t *testing.T) {
 	t.Logf("outcome %s after %s (%v)", res.Registries[0].Outcome, elapsed, res.Registries[0].Err)
 }
 
+// benchRuns numbers the benchmark's namespaces across runs on the shared API server.
+var benchRuns atomic.Int64
+
 // BenchmarkDetectionLag measures an endpoint flipped to ready=false (the update is accepted by
 // the API server) → AwaitPropagated returns, against a real kube-apiserver. Timed from the
 // write request, so the figure includes the write itself: an upper bound.
 func BenchmarkDetectionLag(b *testing.B) {
-	_, cfg := apitest.Start(b)
+	cfg := apitest.Shared(b)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx := context.Background()
 	sig := watchSignal{Slices: endpoints.Dynamic{Client: dynamic.NewForConfigOrDie(cfg)}, opened: make(chan struct{}, 10)}
@@ -212,8 +224,8 @@ func BenchmarkDetectionLag(b *testing.B) {
 		b.Fatal(err)
 	}
 	var lags []time.Duration
-	for i := 0; b.Loop(); i++ {
-		in, slice := fixture(b, cs, "bench-"+strconv.Itoa(i))
+	for b.Loop() {
+		in, slice := fixture(b, cs, "bench-"+strconv.Itoa(int(benchRuns.Add(1))))
 		returned := make(chan time.Time, 1)
 		go func() {
 			if err := r.AwaitPropagated(ctx, in, registry.Receipt{}); err != nil {
