@@ -178,7 +178,7 @@ func TestNodeImageRefersOnlyToCommittedFiles(t *testing.T) {
 				dest += path.Base(src)
 			}
 			have[strings.TrimSuffix(dest, "/")] = true
-			if strings.HasSuffix(src, "/") {
+			if strings.HasSuffix(src, "/") && generated(contexts[df].generated, src) {
 				dirs[strings.TrimSuffix(dest, "/")] = true
 			}
 			if strings.HasSuffix(src, "/") && provides(files, path.Join(dir, src)) {
