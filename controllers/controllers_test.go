@@ -259,7 +259,7 @@ func TestGateOpensOnlyOnceConsulPasses(t *testing.T) {
 		cond, err := gateCondition(k, "gate", "web-1")
 		g.Expect(err).NotTo(gomega.HaveOccurred())
 		g.Expect(cond.Status).To(gomega.Equal(corev1.ConditionFalse), "gate opened for a critical instance")
-	}).WithTimeout(500*time.Millisecond).WithPolling(100*time.Millisecond).Should(gomega.Succeed())
+	}).WithTimeout(500 * time.Millisecond).WithPolling(100 * time.Millisecond).Should(gomega.Succeed())
 	passed := time.Now()
 	if err := cc.Agent().UpdateTTL("ttl-"+consulID(pod), "", api.HealthPassing); err != nil {
 		t.Fatal(err)

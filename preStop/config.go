@@ -26,7 +26,7 @@ type Config struct {
 	// InCluster is true when the Kubernetes API is expected to be reachable.
 	InCluster bool
 
-	Drain
+	Drain          Drain
 	MinWait, Quiet time.Duration
 
 	// Ports are the serving ports watched for new inbound connections; empty means every

@@ -50,7 +50,7 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Reserve != 10*time.Second || c.MaxWait != 20*time.Second || c.MinWait != time.Second ||
+	if c.Drain.Reserve != 10*time.Second || c.Drain.MaxWait != 20*time.Second || c.MinWait != time.Second ||
 		c.Quiet != time.Second || endpointsOf(c).Settle != 500*time.Millisecond {
 		t.Errorf("durations = %+v", c)
 	}
@@ -92,7 +92,7 @@ func TestParsePrecedence(t *testing.T) {
 		{"app admin trailing slash", []string{"--app-admin", "http://127.0.0.1:9901/"}, podEnv, func(c Config) bool { return c.AppAdmin == "http://127.0.0.1:9901" }},
 		{"registries deduplicated", []string{"--registries", "consul,consul", "--consul-addr", "a:1"}, podEnv, func(c Config) bool { return slices.Equal(c.Registries, []string{Consul}) }},
 		{"zero durations allowed where they mean off", []string{"--min-wait=0", "--quiet=0s", "--reserve=0s", "--settle=0s"}, podEnv, func(c Config) bool {
-			return c.MinWait == 0 && c.Quiet == 0 && c.Reserve == 0 && endpointsOf(c).Settle == 0
+			return c.MinWait == 0 && c.Quiet == 0 && c.Drain.Reserve == 0 && endpointsOf(c).Settle == 0
 		}},
 	}
 	for _, tt := range tests {

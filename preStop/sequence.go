@@ -34,7 +34,7 @@ type Timing struct {
 
 // TimingOf extracts Timing from a Config.
 func TimingOf(c Config) Timing {
-	return Timing{Reserve: c.Reserve, MaxWait: c.MaxWait, MinWait: c.MinWait, Quiet: c.Quiet}
+	return Timing{Reserve: c.Drain.Reserve, MaxWait: c.Drain.MaxWait, MinWait: c.MinWait, Quiet: c.Quiet}
 }
 
 // Outcomes of one registry.

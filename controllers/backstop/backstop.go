@@ -51,7 +51,7 @@ type Reconciler struct {
 // SetupWithManager registers the reconciler for deleting pods, named after its registry.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	deleting := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetDeletionTimestamp() != nil })
-	return ctrl.NewControllerManagedBy(mgr).Named(r.Registry.Name() + "-backstop").
+	return ctrl.NewControllerManagedBy(mgr).Named(r.Registry.Name()+"-backstop").
 		For(&corev1.Pod{}, builder.WithPredicates(deleting)).
 		Complete(r)
 }
