@@ -155,8 +155,8 @@ func (r *Registry) Visible(_ context.Context, in registry.Instance) (bool, error
 }
 
 // Instances lists the pod's registration, for the controller's backstop.
-func (r *Registry) Instances(_ context.Context, in registry.Instance) ([]registry.Registration, error) {
-	all, err := r.Registrations(context.Background())
+func (r *Registry) Instances(ctx context.Context, in registry.Instance) ([]registry.Registration, error) {
+	all, err := r.Registrations(ctx)
 	return slices.DeleteFunc(all, func(reg registry.Registration) bool { return reg.UID != in.UID }), err
 }
 
