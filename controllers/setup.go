@@ -5,6 +5,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -73,6 +74,9 @@ func (k managerKube) EndpointSlices() endpoints.Slices { return cachedSlices{k.m
 
 // Setup builds the configured registries and adds every reconciler (and the sweepers) to mgr.
 func Setup(mgr ctrl.Manager, cfg Config) error {
+	if cfg.Set == nil {
+		return errors.New("controllers: Config.Set is nil: make it with registry.NewSet from the adapters table")
+	}
 	log := cfg.Log
 	if log.GetSink() == nil {
 		log = ctrl.Log
