@@ -367,8 +367,17 @@ func TestTwoReleasesDoNotCollide(t *testing.T) {
 	sets := []string{"metrics.serviceMonitor.enabled=true",
 		"prestop.rbac.bindings[0].namespace=shop", "prestop.rbac.bindings[0].serviceAccount=web"}
 	owner := map[string]string{}
+	leases := map[string]string{} // leader election Lease names: a shared one would elect one leader for both
 	for _, release := range []string{"blue", "green"} {
 		objs := renderRelease(t, release, "lastcall-system", sets...)
+		for _, a := range as[appsv1.Deployment](t, objs["Deployment/"+release+"-controller"]).Spec.Template.Spec.Containers[0].Args {
+			if id, ok := strings.CutPrefix(a, "--leader-election-id="); ok {
+				if other, taken := leases[id]; taken {
+					t.Errorf("releases %s and %s share the leader election Lease %s", other, release, id)
+				}
+				leases[id] = release
+			}
+		}
 		for _, u := range objs {
 			id := u.GetKind() + "/" + u.GetNamespace() + "/" + u.GetName()
 			if other, taken := owner[id]; taken {

@@ -34,6 +34,7 @@ type options struct {
 	metricsAddr, probeAddr string
 	leaderElect            bool
 	leaderElectionNS       string
+	leaderElectionID       string
 	qps                    float64
 	burst                  int
 	showVersion            bool
@@ -51,6 +52,7 @@ func (o *options) vars() []envflag.Var {
 		{Flag: "health-probe-bind-address", Env: "LASTCALL_HEALTH_PROBE_BIND_ADDRESS", Default: ":8081", Help: "address of /healthz and /readyz", Set: envflag.String(&o.probeAddr)},
 		{Flag: "leader-elect", Env: "LASTCALL_LEADER_ELECT", Default: "false", Bool: true, Help: "elect a leader so that only one replica reconciles and sweeps", Set: envflag.Bool(&o.leaderElect)},
 		{Flag: "leader-election-namespace", Env: "LASTCALL_LEADER_ELECTION_NAMESPACE", Help: "namespace of the leader election Lease (default: the pod's own)", Set: envflag.String(&o.leaderElectionNS)},
+		{Flag: "leader-election-id", Env: "LASTCALL_LEADER_ELECTION_ID", Default: "lastcall-controller.lastcall.dev", Help: "name of the leader election Lease; releases sharing a namespace need different names", Set: envflag.String(&o.leaderElectionID)},
 		{Flag: "sweep-interval", Env: "LASTCALL_SWEEP_INTERVAL", Default: "30s", Help: "how often registries that keep entries until removed (Consul) are swept for entries of pods that no longer exist", Set: envflag.PositiveDuration(&c.SweepInterval)},
 		{Flag: "gate-retry", Env: "LASTCALL_GATE_RETRY", Default: "1s", Help: "how soon a pod not yet visible to callers is checked again", Set: envflag.PositiveDuration(&c.GateRetry)},
 		{Flag: "observe-interval", Env: "LASTCALL_OBSERVE_INTERVAL", Default: "250ms", Help: "how often a draining pod's registries are read for its drain timeline", Set: envflag.PositiveDuration(&c.ObservePoll)},
@@ -128,7 +130,7 @@ func run(ctx context.Context, cfg *rest.Config, o options, log logr.Logger) erro
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
 		LeaderElection:          o.leaderElect,
-		LeaderElectionID:        "lastcall-controller.lastcall.dev",
+		LeaderElectionID:        o.leaderElectionID,
 		LeaderElectionNamespace: o.leaderElectionNS,
 		Cache:                   controllers.CacheOptions(),
 	})
