@@ -38,15 +38,30 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Output runs name with args and returns its standard output, for commands whose output is
+// small. A failed command is an *Error whose ExitCode and Stderr tell known failures apart.
+func Output(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd, stderr := newCmd(ctx, name, args)
+	out, err := cmd.Output()
+	if err != nil {
+		return out, &Error{Command: strings.Join(append([]string{name}, args...), " "), Stderr: stderr.String(), Err: err}
+	}
+	return out, nil
+}
+
+// ExitCode is the exit status of a command that ran and failed, -1 otherwise.
+func (e *Error) ExitCode() int {
+	var exit *exec.ExitError
+	if errors.As(e.Err, &exit) {
+		return exit.ExitCode()
+	}
+	return -1
+}
+
 // Start runs name with args and returns its standard output. Closing it stops the command if
 // it is still printing, waits for it, and returns an *Error if it failed.
 func Start(ctx context.Context, name string, args ...string) (io.ReadCloser, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	// Messages in English whatever the node's locale, so callers can match them.
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	cmd.WaitDelay = 5 * time.Second
-	stderr := &limitedBuffer{limit: stderrLimit}
-	cmd.Stderr = stderr
+	cmd, stderr := newCmd(ctx, name, args)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -55,6 +70,17 @@ func Start(ctx context.Context, name string, args ...string) (io.ReadCloser, err
 		return nil, &Error{Command: name, Err: err}
 	}
 	return &output{ReadCloser: stdout, cmd: cmd, stderr: stderr, line: strings.Join(append([]string{name}, args...), " ")}, nil
+}
+
+// newCmd prepares name with args, keeping the start of its standard error.
+func newCmd(ctx context.Context, name string, args []string) (*exec.Cmd, *limitedBuffer) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	// Messages in English whatever the node's locale, so callers can match them.
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.WaitDelay = 5 * time.Second
+	stderr := &limitedBuffer{limit: stderrLimit}
+	cmd.Stderr = stderr
+	return cmd, stderr
 }
 
 type output struct {

@@ -70,3 +70,22 @@ func TestStartMissingCommand(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+func TestOutput(t *testing.T) {
+	out, err := Output(context.Background(), "sh", "-c", "echo one")
+	if err != nil || string(out) != "one\n" {
+		t.Fatalf("got %q, %v", out, err)
+	}
+	_, err = Output(context.Background(), "sh", "-c", "echo 'chain missing' >&2; exit 3")
+	var cmdErr *Error
+	if !errors.As(err, &cmdErr) || cmdErr.ExitCode() != 3 || !strings.Contains(cmdErr.Stderr, "chain missing") {
+		t.Fatalf("got %v", err)
+	}
+	if err.Error() != "sh -c echo 'chain missing' >&2; exit 3: exit status 3: chain missing" {
+		t.Errorf("message %q", err)
+	}
+	_, err = Output(context.Background(), "lastcall-no-such-command")
+	if !errors.As(err, &cmdErr) || cmdErr.ExitCode() != -1 {
+		t.Errorf("missing command: %v", err)
+	}
+}
