@@ -14,6 +14,10 @@
 // An IP counts as selected only when a SEP chain that DNATs to it is the target of a service
 // chain reachable from KUBE-SERVICES or KUBE-NODEPORTS: in large clusters kube-proxy leaves
 // stale SEP chains in place for up to a sync period.
+//
+// New reads the whole nat table for every check. NewTargeted reads only the chains of the
+// Service ports a draining IP is listed under when the caller knows them: at 50,000 endpoints
+// that is a few milliseconds of CPU instead of the seconds iptables-nft-save takes.
 package iptables
 
 import "github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
