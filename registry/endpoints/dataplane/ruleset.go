@@ -53,6 +53,30 @@ func (p *RulesetProbe) Check(ctx context.Context, draining []netip.Addr) (map[ne
 	return Decide(d, chains), nil
 }
 
+// Pinger is implemented by a Dumper or Probe that can tell cheaply whether kube-proxy's rules
+// for a family can be read: an error wrapping ErrRulesNotFound when there are none, another
+// error when they cannot be read (permissions, missing commands).
+type Pinger interface {
+	Ping(ctx context.Context, family Family) error
+}
+
+var _ Pinger = (*RulesetProbe)(nil)
+
+// Ping implements Pinger: through the Dumper when it can, else by reading the ruleset whole.
+func (p *RulesetProbe) Ping(ctx context.Context, family Family) error {
+	if d, ok := p.dump.(Pinger); ok {
+		err := d.Ping(ctx, family)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", p.name, family, err)
+		}
+		return nil
+	}
+	if _, err := p.read(ctx, family, Draining{}); err != nil {
+		return fmt.Errorf("%s %s: %w", p.name, family, err)
+	}
+	return nil
+}
+
 func (p *RulesetProbe) read(ctx context.Context, family Family, d Draining) ([]Chain, error) {
 	out, err := p.dump.Dump(ctx, family)
 	if err != nil {

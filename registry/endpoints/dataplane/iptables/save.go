@@ -83,6 +83,26 @@ func (s *Saver) ReadsOneChain(ctx context.Context, family dataplane.Family) (boo
 	return b.oneChain, err
 }
 
+// Ping implements dataplane.Pinger: it reads KUBE-SERVICES alone on nf_tables, the nat table
+// on legacy.
+func (s *Saver) Ping(ctx context.Context, family dataplane.Family) error {
+	b, err := s.backend(ctx, family)
+	if err != nil {
+		return err
+	}
+	var found bool
+	if b.oneChain {
+		_, found, err = listChain(ctx, b.list, servicesChain)
+	} else {
+		_, found, err = countServicesRules(ctx, b.save)
+	}
+	if err == nil && !found {
+		s.Forget(family)
+		err = fmt.Errorf("%w: no %s chain in the nat table of %s", dataplane.ErrRulesNotFound, servicesChain, b.save)
+	}
+	return err
+}
+
 // Forget drops the backend chosen for family, so the next read looks again.
 func (s *Saver) Forget(family dataplane.Family) {
 	s.mu.Lock()

@@ -212,3 +212,25 @@ func TestSaverCommandFails(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+func TestSaverPing(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		commands map[string]string
+		wantErr  string
+	}{
+		{"nft: KUBE-SERVICES alone", backendFakes("iptables", "ready.txt", ""), ""},
+		{"legacy: the whole table", backendFakes("iptables", "", "ready.txt"), ""},
+		{"no kube-proxy rules", backendFakes("iptables", "none.txt", ""), "kube-proxy rules not found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fakeCommands(t, tt.commands)
+			s := NewSaver()
+			s.procNet = procNet(t, "nat\n", "")
+			err := s.Ping(context.Background(), dataplane.IPv4)
+			if (tt.wantErr == "" && err != nil) || (tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr))) {
+				t.Errorf("got %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}

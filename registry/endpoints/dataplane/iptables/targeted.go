@@ -85,6 +85,11 @@ func (t *Targeted) Check(ctx context.Context, draining []netip.Addr) (map[netip.
 	return t.full.Check(ctx, draining)
 }
 
+// Ping implements dataplane.Pinger.
+func (t *Targeted) Ping(ctx context.Context, family dataplane.Family) error {
+	return t.full.Ping(ctx, family)
+}
+
 // portKey is a Service port as kube-proxy hashes it: name and lower-case protocol.
 type portKey struct{ name, protocol string }
 

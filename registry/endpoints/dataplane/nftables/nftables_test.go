@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -82,6 +83,10 @@ func TestLister(t *testing.T) {
 	}
 	// A fake nft: prints the fixture of the family it is asked for, and fails like nft for ip6.
 	script := `#!/bin/sh
+if [ "$1 $2 $3 $5 $6" = "--json list map kube-proxy service-ips" ]; then
+  [ "$4" = ip ] && { echo '{"nftables": []}'; exit 0; }
+  printf 'Error: No such file or directory\nlist map ip6 kube-proxy service-ips\n' >&2; exit 1
+fi
 [ "$1 $2 $3" = "--json list table" ] && [ "$5" = kube-proxy ] || exit 2
 case $4 in
 ip) exec "` + cat + `" "` + abs + `/ready.json" ;;
@@ -103,4 +108,10 @@ exit 2
 	}
 	probetest.CheckError(t, probe, probetest.Addrs(t, []string{"fd00::2"}),
 		"nftables IPv6: kube-proxy rules not found: no kube-proxy table", dataplane.ErrRulesNotFound)
+	if err := probe.Ping(context.Background(), dataplane.IPv4); err != nil {
+		t.Errorf("Ping IPv4: %v", err)
+	}
+	if err := probe.Ping(context.Background(), dataplane.IPv6); !errors.Is(err, dataplane.ErrRulesNotFound) {
+		t.Errorf("Ping IPv6: %v, want ErrRulesNotFound", err)
+	}
 }
