@@ -246,7 +246,7 @@ func TestOptions(t *testing.T) {
 			t.Errorf("binding %+v", rb)
 		}
 		cr := as[rbacv1.ClusterRole](t, objs["ClusterRole/lastcall-prestop"])
-		if got := normalize(cr.Rules); !slices.Equal(got, []string{"/pods:get", "discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch"}) {
+		if got := normalize(cr.Rules); !slices.Equal(got, []string{"/pods:get", "/pods:watch", "discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch"}) {
 			t.Errorf("prestop rules %v", got)
 		}
 	})

@@ -63,15 +63,23 @@ func (o *Options) New(env registry.Env) (registry.Registry, error) {
 	if env.Kube == nil {
 		return nil, errors.New("needs the Kubernetes API, which is not reachable")
 	}
-	var slices Slices
-	if src, ok := env.Kube.(SliceSource); ok {
-		slices = src.EndpointSlices()
-	} else {
-		dyn, err := dynamic.NewForConfig(env.Kube.RESTConfig())
-		if err != nil {
+	cfg := Config{Settle: o.Settle, Logger: env.Logger()}
+	src, cached := env.Kube.(SliceSource)
+	var dyn dynamic.Interface
+	if !cached || env.Binary == registry.PreStop {
+		var err error
+		if dyn, err = dynamic.NewForConfig(env.Kube.RESTConfig()); err != nil {
 			return nil, fmt.Errorf("kubernetes client: %w", err)
 		}
-		slices = Dynamic{Client: dyn}
 	}
-	return New(Config{Client: slices, Settle: o.Settle, Logger: env.Logger()})
+	if cached {
+		cfg.Client = src.EndpointSlices()
+	} else {
+		cfg.Client = Dynamic{Client: dyn}
+	}
+	if env.Binary == registry.PreStop {
+		// lastcall-prestop follows its own pod for lastcall-node's confirmation.
+		cfg.Pods = DynamicPods{Client: dyn}
+	}
+	return New(cfg)
 }

@@ -22,6 +22,9 @@ type Config struct {
 	// Settle is waited after the slices show the pod not ready: the time node proxies need to
 	// apply the change they have just been told about (one kube-proxy sync).
 	Settle time.Duration
+	// Pods, when set, lets the wait end on the pod's DataplaneCondition (lastcall-node's
+	// per-node confirmation) instead of on Settle; Settle stays the fallback.
+	Pods   Pods
 	Logger *slog.Logger
 }
 
@@ -82,7 +85,7 @@ func (r *Registry) AwaitPropagated(ctx context.Context, in registry.Instance, _ 
 			track(ready, &list.Items[i], in.UID)
 		}
 		if total(ready) == 0 {
-			return r.settle(ctx)
+			return r.afterSlices(ctx, in)
 		}
 		w, err := r.cfg.Client.Watch(ctx, in.Namespace, list.ResourceVersion)
 		if err != nil {
@@ -94,7 +97,7 @@ func (r *Registry) AwaitPropagated(ctx context.Context, in registry.Instance, _ 
 			return err
 		}
 		if done {
-			return r.settle(ctx)
+			return r.afterSlices(ctx, in)
 		}
 		r.log.DebugContext(ctx, "watch ended early, listing again")
 	}
@@ -128,6 +131,15 @@ func (r *Registry) consume(ctx context.Context, w watch.Interface, ready map[str
 			}
 		}
 	}
+}
+
+// afterSlices waits for the node proxies once the slices no longer list the pod as ready: on
+// the dataplane confirmation where it can (lastcall-node), else one --settle.
+func (r *Registry) afterSlices(ctx context.Context, in registry.Instance) error {
+	if r.cfg.Pods == nil || in.Pod == "" {
+		return r.settle(ctx)
+	}
+	return r.awaitDataplane(ctx, in)
 }
 
 func (r *Registry) settle(ctx context.Context) error {
