@@ -85,7 +85,7 @@ func (p *Probe) Mode(ctx context.Context) (mode, how string, err error) {
 }
 
 func (p *Probe) detect(ctx context.Context) (mode, how string, err error) {
-	var askErr error
+	askErr := errors.New("no kube-proxy metrics address")
 	if p.client != nil {
 		m, err := p.client.Mode(ctx)
 		if err == nil {
@@ -115,13 +115,13 @@ func (p *Probe) detect(ctx context.Context) (mode, how string, err error) {
 	}
 	switch {
 	case len(found) == 1:
-		return found[0], fmt.Sprintf("its rules (kube-proxy /proxyMode: %v)", askErr), nil
+		return found[0], fmt.Sprintf("its rules (%v)", askErr), nil
 	case len(found) > 1:
-		return "", "", fmt.Errorf("kube-proxy rules of %s modes are present and /proxyMode cannot be read (%v): set the mode", strings.Join(found, " and "), askErr)
+		return "", "", fmt.Errorf("kube-proxy rules of %s modes are present and /proxyMode cannot be read (%w): set the mode", strings.Join(found, " and "), askErr)
 	case len(errs) > 0:
-		return "", "", fmt.Errorf("find kube-proxy's mode: /proxyMode: %v; rules: %w", askErr, errors.Join(errs...))
+		return "", "", fmt.Errorf("find kube-proxy's mode: /proxyMode: %w; rules: %w", askErr, errors.Join(errs...))
 	}
-	return "", "", fmt.Errorf("%w: none of %s, and /proxyMode cannot be read (%v)", dataplane.ErrRulesNotFound, strings.Join(modeNames(p.probes), ", "), askErr)
+	return "", "", fmt.Errorf("%w: none of %s, and /proxyMode cannot be read (%w)", dataplane.ErrRulesNotFound, strings.Join(modeNames(p.probes), ", "), askErr)
 }
 
 // probe returns the current mode's probe.

@@ -68,7 +68,7 @@ func TestProbeMode(t *testing.T) {
 		{"asked", ModeAuto, func(t *testing.T) *Client { return modeServer(t, "nftables") }, v4, v4, ModeNFTables, "kube-proxy /proxyMode", "", nil},
 		{"ipvs", ModeAuto, func(t *testing.T) *Client { return modeServer(t, "ipvs") }, v4, nil, "", "",
 			`kube-proxy mode not supported: kube-proxy runs in "ipvs" mode; lastcall-node reads iptables and nftables`, ErrUnsupportedMode},
-		{"no answer: the rules found", ModeAuto, unreachable, nil, v6, ModeNFTables, "its rules (kube-proxy /proxyMode: kube-proxy /proxyMode: Get", "", nil},
+		{"no answer: the rules found", ModeAuto, unreachable, nil, v6, ModeNFTables, "its rules (kube-proxy /proxyMode: Get", "", nil},
 		{"no answer, both modes' rules", ModeAuto, unreachable, v4, v4, "", "", "kube-proxy rules of iptables and nftables modes are present", nil},
 		{"no answer, no rules", ModeAuto, unreachable, nil, nil, "", "", "kube-proxy rules not found: none of iptables, nftables", dataplane.ErrRulesNotFound},
 	}
