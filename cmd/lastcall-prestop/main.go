@@ -80,9 +80,12 @@ func buildDeps(cfg prestop.Config, log *slog.Logger) (prestop.Deps, error) {
 		rc, err := restConfig(cfg.Kubeconfig)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("kubernetes API: %w", err))
+		} else if md, err := metadata.NewForConfig(rc); err != nil {
+			// NewForConfigOrDie would panic here; the helper promises to log and fall back.
+			errs = append(errs, fmt.Errorf("kubernetes API client: %w", err))
 		} else {
 			kube = registry.KubeOf(rc)
-			d.KillAt = killAt(metadata.NewForConfigOrDie(rc), cfg.PodNamespace, cfg.PodName)
+			d.KillAt = killAt(md, cfg.PodNamespace, cfg.PodName)
 		}
 	}
 	regs, err := cfg.Set.Build(cfg.Env(kube, log), cfg.Registries)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/adapters"
 	"github.com/lastcall-dev/lastcall/registry/consulwatch/consultest"
@@ -168,5 +170,25 @@ func TestARegistryAddedToTheTableIsDrained(t *testing.T) {
 	if code := run(table(memory.New("inmem", memory.Immediate)), []string{"--inmem-behaviour=slow"}, func(string) string { return "" }, io.Discard, &errOut); code != 2 ||
 		!strings.Contains(errOut.String(), "--inmem-behaviour / LASTCALL_INMEM_BEHAVIOUR") {
 		t.Errorf("bad setting of the added registry: exit %d, %q", code, errOut.String())
+	}
+}
+
+// A kubeconfig the API client cannot use (here: a CA that is not PEM) is reported and the drain
+// goes on without the API; it used to panic in metadata.NewForConfigOrDie.
+func TestBuildDepsReportsAnUnusableAPIClientInsteadOfPanicking(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", certificate-authority-data: bm90IGEgY2VydGlmaWNhdGU=}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := prestop.Config{Kubeconfig: kc, InCluster: true}
+	_, err := buildDeps(cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "kubernetes API client") {
+		t.Fatalf("buildDeps error = %v; want it to report the unusable API client", err)
 	}
 }

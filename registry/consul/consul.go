@@ -66,16 +66,17 @@ func New(cfg Config) (*Registry, error) {
 // Name implements registry.Registry.
 func (r *Registry) Name() string { return Name }
 
-// match reports whether a service instance belongs to the pod.
+// match reports whether a service instance belongs to the pod. The pod IP identifies only
+// instances that carry no pod UID: an IP is reused by later pods, so an instance whose UID meta
+// names another pod is never this pod's, whatever its address.
 func (r *Registry) match(in registry.Instance, id, addr string, meta map[string]string) bool {
-	switch {
-	case r.cfg.ServiceID != "":
+	if r.cfg.ServiceID != "" {
 		return id == r.cfg.ServiceID
-	case in.UID != "" && meta[r.cfg.MetaKey] == in.UID:
-		return true
-	default:
-		return in.IP != "" && addr == in.IP
 	}
+	if uid := meta[r.cfg.MetaKey]; uid != "" {
+		return in.UID != "" && uid == in.UID
+	}
+	return in.IP != "" && addr == in.IP
 }
 
 // Instances lists the pod's instances: first on the local agent (which would re-register what

@@ -146,6 +146,35 @@ func TestDeregisterRemovesOnlyThePodsInstancesEverywhere(t *testing.T) {
 	}
 }
 
+// A pod IP is reused: the old pod's instance (its UID in meta) is still registered when a new
+// pod with the same IP drains. Neither the new pod's drain nor a drain that knows only the IP
+// may take the old pod's instance, and the old pod's drain still finds it.
+func TestDeregisterLeavesAnotherPodsInstanceOnAReusedIP(t *testing.T) {
+	c := consultest.Shared(t).Client(t, nil)
+	ctx := context.Background()
+	old, _ := pods(t)
+	id := old.Service + "-old"
+	register(t, c, old, id, true)
+	r := newRegistry(t, c, "")
+	reused := registry.Instance{Namespace: "shop", Pod: "web-new", UID: "uid-new-" + old.UID, IP: old.IP, Service: old.Service}
+	for _, in := range []registry.Instance{reused, {Namespace: reused.Namespace, Pod: reused.Pod, IP: reused.IP, Service: reused.Service}} {
+		rc, err := r.Deregister(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rc.Removed) != 0 {
+			t.Fatalf("draining %s (uid %q, ip %s) removed %v: the instance belongs to uid %s", in.Pod, in.UID, in.IP, rc.Removed, old.UID)
+		}
+	}
+	if a, cat, p := listed(t, c, old.Service, id); !a || !cat || !p {
+		t.Fatalf("the old pod's instance is gone: agent=%v catalog=%v passing=%v", a, cat, p)
+	}
+	rc, err := r.Deregister(ctx, old)
+	if err != nil || len(rc.Removed) != 1 {
+		t.Fatalf("the old pod's own drain: %+v, %v", rc, err)
+	}
+}
+
 func TestDeregisterIsIdempotent(t *testing.T) {
 	c := consultest.Shared(t).Client(t, nil)
 	podA, _ := pods(t)
