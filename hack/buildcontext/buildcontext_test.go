@@ -20,6 +20,7 @@ var contexts = map[string]struct {
 }{
 	"cmd/lastcall-prestop/Dockerfile":        {},
 	"cmd/lastcall-controller/Dockerfile":     {},
+	"cmd/lastcall-node/Dockerfile":           {},
 	"e2e/app/Dockerfile":                     {},
 	"e2e/loadgen/Dockerfile":                 {},
 	"e2e/smoke/testdata/smokeapp/Dockerfile": {},

@@ -71,11 +71,13 @@ func CheckTargets(ctx context.Context, p Probe, targets []Target) (Result, error
 	if tp, ok := p.(TargetProbe); ok {
 		return tp.CheckTargets(ctx, targets)
 	}
-	v, err := p.Check(ctx, TargetIPs(targets))
+	ips := TargetIPs(targets)
+	v, err := p.Check(ctx, ips)
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Verdicts: v, FullReason: fullReason(targets, "this dataplane is read whole")}, nil
+	d, _ := NewDraining(ips)
+	return Result{Verdicts: v, FullReason: fullReason(targets, "this dataplane is read whole"), Reads: len(d.Families())}, nil
 }
 
 // TargetIPs lists the targets' IPs.

@@ -712,7 +712,7 @@ func (a *Agent) ping(ctx context.Context) {
 	}
 	a.record(TriggerHealth, "ping", err, start, end)
 	a.mu.Lock()
-	prev := a.health
+	prev, first := a.health, a.lastAccess.IsZero()
 	a.health = err
 	a.lastAccess = end
 	if err == nil {
@@ -720,9 +720,9 @@ func (a *Agent) ping(ctx context.Context) {
 	}
 	a.mu.Unlock()
 	switch {
-	case err != nil && (prev == nil || prev.Error() != err.Error()):
+	case err != nil && (first || prev == nil || prev.Error() != err.Error()):
 		a.cfg.Log.Warn("cannot read the ruleset", "err", err)
-	case err == nil && prev != nil:
+	case err == nil && (first || prev != nil):
 		mode, how := "", ""
 		if m, ok := a.cfg.Probe.(Moder); ok {
 			mode, how, _ = m.Mode(ctx)

@@ -191,7 +191,9 @@ func (h *handler) reply(w http.ResponseWriter, ans Answer, err error) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, err)
 	case errors.Is(err, context.Canceled):
-		// The caller left; nobody reads this.
+		// The caller left (nobody reads this), or the agent is stopping.
+		w.Header().Set("Retry-After", retryAfter(h.a.cfg.Fallback))
+		writeError(w, http.StatusServiceUnavailable, errors.New("lastcall-node is stopping"))
 	default:
 		writeError(w, http.StatusInternalServerError, err)
 	}

@@ -156,7 +156,8 @@ func (t *Targeted) checkFull(ctx context.Context, targets []dataplane.Target, wh
 	if err != nil {
 		return dataplane.Result{}, err
 	}
-	return dataplane.Result{Verdicts: v, FullReason: why, Reads: len(familiesOf(targets))}, nil
+	d, _ := dataplane.NewDraining(dataplane.TargetIPs(targets))
+	return dataplane.Result{Verdicts: v, FullReason: why, Reads: len(d.Families())}, nil
 }
 
 func (t *Targeted) forget(family dataplane.Family, err error) {
@@ -493,12 +494,4 @@ func ruleTarget(line []byte) []byte {
 		}
 	}
 	return target
-}
-
-func familiesOf(targets []dataplane.Target) map[dataplane.Family]bool {
-	out := map[dataplane.Family]bool{}
-	for _, t := range targets {
-		out[dataplane.FamilyOf(t.IP.Unmap())] = true
-	}
-	return out
 }
