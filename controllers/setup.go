@@ -1,7 +1,8 @@
 // Package controllers wires lastcall-controller's reconcilers into a controller-runtime manager.
 // Each concern lives in its own package: gate (registration gate), backstop (backstop and
 // sweeper for registries that keep entries until removed), rollout (drain timelines), warnings
-// (unsafe settings); managed holds the opt-in rules they share.
+// (unsafe settings), dataplane (the lastcall-node agents' fan-in, when configured); managed
+// holds the opt-in rules they share.
 package controllers
 
 import (
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/lastcall-dev/lastcall/controllers/backstop"
+	"github.com/lastcall-dev/lastcall/controllers/dataplane"
 	"github.com/lastcall-dev/lastcall/controllers/gate"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
@@ -44,6 +46,8 @@ type Config struct {
 	ObservePoll time.Duration
 	// Log is the logr sink registries log to through slog (see Slog); ctrl.Log when unset.
 	Log logr.Logger
+	// Dataplane configures the fan-in of the lastcall-node agents; off unless Enabled.
+	Dataplane dataplane.Options
 }
 
 // CacheOptions caches only opted-in objects, so memory follows what lastcall manages, not the
@@ -57,6 +61,9 @@ func CacheOptions() cache.Options {
 			&appsv1.StatefulSet{}: {Label: selector},
 			// Slices cannot be selected by the pods they list: all are cached, slimmed.
 			&discoveryv1.EndpointSlice{}: {Transform: slimSlice},
+			// Nodes are read (only with the dataplane fan-in) to name the nodes that have no
+			// agent: name and Ready condition only.
+			&corev1.Node{}: {Transform: dataplane.SlimNode},
 		},
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}
@@ -112,6 +119,11 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 	observer := &rollout.Observer{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now}
 	if err := observer.SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if cfg.Dataplane.Enabled {
+		if err := dataplane.New(mgr.GetClient(), cfg.Dataplane).SetupWithManager(mgr); err != nil {
+			return err
+		}
 	}
 	for _, r := range []*warnings.Reconciler{warnings.ForDeployments(mgr.GetClient(), rec, cfg.Drain), warnings.ForStatefulSets(mgr.GetClient(), rec, cfg.Drain)} {
 		if err := r.SetupWithManager(mgr); err != nil {

@@ -39,10 +39,13 @@ func slimSlice(obj any) (any, error) {
 		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID,
 			ResourceVersion: s.ResourceVersion, Labels: s.Labels},
 		AddressType: s.AddressType,
-		Endpoints:   make([]discoveryv1.Endpoint, len(s.Endpoints)),
+		// Ports name the Service ports lastcall-node reads (targeted reads); NodeName places
+		// lastcall-node's own endpoints on their nodes.
+		Ports:     s.Ports,
+		Endpoints: make([]discoveryv1.Endpoint, len(s.Endpoints)),
 	}
 	for i, ep := range s.Endpoints {
-		out.Endpoints[i] = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: ep.Conditions, TargetRef: ep.TargetRef}
+		out.Endpoints[i] = discoveryv1.Endpoint{Addresses: ep.Addresses, Conditions: ep.Conditions, TargetRef: ep.TargetRef, NodeName: ep.NodeName}
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/lastcall-dev/lastcall/controllers"
+	"github.com/lastcall-dev/lastcall/controllers/dataplane"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/adapters"
@@ -56,6 +58,11 @@ func (o *options) vars() []envflag.Var {
 		{Flag: "sweep-interval", Env: "LASTCALL_SWEEP_INTERVAL", Default: "30s", Help: "how often registries that keep entries until removed (Consul) are swept for entries of pods that no longer exist", Set: envflag.PositiveDuration(&c.SweepInterval)},
 		{Flag: "gate-retry", Env: "LASTCALL_GATE_RETRY", Default: "1s", Help: "how soon a pod not yet visible to callers is checked again", Set: envflag.PositiveDuration(&c.GateRetry)},
 		{Flag: "observe-interval", Env: "LASTCALL_OBSERVE_INTERVAL", Default: "250ms", Help: "how often a draining pod's registries are read for its drain timeline", Set: envflag.PositiveDuration(&c.ObservePoll)},
+		{Flag: "dataplane-agents", Env: "LASTCALL_DATAPLANE_AGENTS", Default: "false", Bool: true, Help: "ask the lastcall-node agents whether every node stopped routing to a draining pod, and publish the answer as the pod condition lastcall.dev/dataplane-drained", Set: envflag.Bool(&c.Dataplane.Enabled)},
+		{Flag: "dataplane-agent-port", Env: "LASTCALL_DATAPLANE_AGENT_PORT", Default: strconv.Itoa(dataplane.DefaultPort), Help: "port of the lastcall-node API on each node's IP (hostNetwork)", Set: envflag.Int(&c.Dataplane.Port, 1)},
+		{Flag: "dataplane-agent-service", Env: "LASTCALL_DATAPLANE_AGENT_SERVICE", Default: dataplane.DefaultService, Help: "headless Service selecting the lastcall-node pods; its EndpointSlices tell which node has an agent", Set: envflag.String(&c.Dataplane.Service)},
+		{Flag: "dataplane-agent-namespace", Env: "LASTCALL_DATAPLANE_AGENT_NAMESPACE", Default: dataplane.DefaultNamespace, Help: "namespace of that Service", Set: envflag.String(&c.Dataplane.Namespace)},
+		{Flag: "dataplane-node-timeout", Env: "LASTCALL_DATAPLANE_NODE_TIMEOUT", Default: dataplane.DefaultNodeTimeout.String(), Help: "how long a failing or silent agent is waited for before its node is reported unconfirmed (the helper then waits --settle for it)", Set: envflag.PositiveDuration(&c.Dataplane.NodeTimeout)},
 		{Flag: "kube-api-qps", Env: "LASTCALL_KUBE_API_QPS", Default: "50", Help: "sustained rate of requests to the Kubernetes API", Set: envflag.Float(&o.qps)},
 		{Flag: "kube-api-burst", Env: "LASTCALL_KUBE_API_BURST", Default: "100", Help: "burst of requests to the Kubernetes API", Set: envflag.Int(&o.burst, 1)},
 	}
@@ -90,6 +97,9 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 	}
 	if err := bound.Apply(getenv); err != nil || o.showVersion {
 		return o, err
+	}
+	if p := o.controllers.Dataplane.Port; p > 65535 {
+		return o, fmt.Errorf("--dataplane-agent-port %d: want a port number, 1 to 65535", p)
 	}
 	var err error
 	o.controllers.Registries, err = o.controllers.Set.Select(registry.Env{Binary: registry.Controller, InCluster: true})

@@ -74,8 +74,8 @@ func TestDecide(t *testing.T) {
 			message: "no node confirmed; no answer from a (no agent)",
 		},
 		{
-			name: "long node lists are cut",
-			in: Input{Nodes: []Node{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}, {Name: "n4"}, {Name: "n5"}, {Name: "n6"}, {Name: "n7"}}},
+			name:   "long node lists are cut",
+			in:     Input{Nodes: []Node{{Name: "n1"}, {Name: "n2"}, {Name: "n3"}, {Name: "n4"}, {Name: "n5"}, {Name: "n6"}, {Name: "n7"}}},
 			status: corev1.ConditionFalse, reason: endpoints.ReasonWaiting,
 			message: "0 of 7 nodes stopped routing; waiting for n1, n2, n3, n4, n5 and 2 more",
 		},

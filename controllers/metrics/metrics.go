@@ -30,6 +30,13 @@ var (
 		Name: "lastcall_backstop_deregistrations_total",
 		Help: "Registry entries of deleting pods that the controller removed because they were still registered.",
 	}, []string{"registry"})
+	// DataplaneLag is the EndpointSlice change → the last node's dataplane stopped routing to
+	// the pod (lastcall-node's NotRoutedAt): per-pod network programming latency.
+	DataplaneLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "lastcall_dataplane_lag_seconds",
+		Help:    "Time from a draining pod's EndpointSlice change (as the controller saw it) until the last node's dataplane stopped routing new connections to it.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60},
+	})
 	// UnsafeSettings is 1 per workload and check that currently fails.
 	UnsafeSettings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lastcall_unsafe_settings",
@@ -38,5 +45,5 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, BackstopDeregistrations, UnsafeSettings)
+	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, BackstopDeregistrations, UnsafeSettings, DataplaneLag)
 }
