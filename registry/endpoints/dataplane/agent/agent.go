@@ -135,9 +135,9 @@ type Agent struct {
 	mu    sync.Mutex
 	waits map[*wait]struct{}
 	ips   map[netip.Addr]*ipState
-	// started and finished number the reads.
-	started, finished uint64
-	last              readInfo
+	// started numbers the reads: a wait needs one numbered above the count when it arrived.
+	started uint64
+	last    readInfo
 	// lastOK is the end of the last successful read or ping, lastAccess of the last of
 	// either; health the latest error of either.
 	lastOK, lastAccess time.Time
@@ -454,7 +454,6 @@ func (a *Agent) read(ctx context.Context, trigger string) {
 	a.record(trigger, read, err, start, end)
 
 	a.mu.Lock()
-	a.finished = gen
 	prevErr := a.health
 	a.last = readInfo{start: start, end: end, err: err, targeted: res.Targeted, reason: res.FullReason}
 	a.lastAccess = end
