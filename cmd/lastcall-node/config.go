@@ -28,8 +28,9 @@ type config struct {
 	showVersion                      bool
 }
 
-// Default listen address: on the node's network, where lastcall-controller calls it.
-const defaultListen = ":9741"
+// Default listen address: on the node's network, where lastcall-controller calls it (its
+// --dataplane-agent-port).
+const defaultListen = ":9902"
 
 func (c *config) vars() []envflag.Var {
 	a := &c.agent

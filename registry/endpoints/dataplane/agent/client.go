@@ -12,7 +12,7 @@ import (
 
 // Client calls one agent's API, for lastcall-controller and tests.
 type Client struct {
-	// URL is the agent's base URL, such as http://10.0.0.7:9741.
+	// URL is the agent's base URL, such as http://10.0.0.7:9902.
 	URL   string
 	Token string
 	HTTP  *http.Client
