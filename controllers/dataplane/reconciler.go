@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -39,6 +40,9 @@ type Options struct {
 	// NodeTimeout is how long a failing agent is waited for before its node is reported
 	// unconfirmed, and how much longer than its timeout a long poll may take.
 	NodeTimeout time.Duration
+	// Dial connects to an agent's host:port; nil is a plain net.Dialer. Tests route node IPs
+	// to agents on loopback, which EndpointSlices may not list.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Defaults of the options the chart does not set.
@@ -71,7 +75,12 @@ type Reconciler struct {
 // New makes the reconciler and its fan-in, calling agents over plain HTTP.
 func New(c client.Client, opts Options) *Reconciler {
 	r := &Reconciler{Client: c, Options: opts, Now: time.Now}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * waitTimeout}}
+	dial := opts.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: opts.NodeTimeout}).DialContext
+	}
+	// One idle connection per agent: each node has one poll open at a time.
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * waitTimeout}}
 	r.Fanin = &Fanin{
 		NewWaiter:   func(addr string) Waiter { return &agent.Client{URL: "http://" + addr, HTTP: hc} },
 		WaitTimeout: waitTimeout, NodeTimeout: opts.NodeTimeout, Now: time.Now,
