@@ -155,3 +155,20 @@ func nameList(names []string) string {
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:maxNamed], ", "), len(names)-maxNamed)
 }
+
+// Confirmed reads back from a True condition when the slowest node stopped routing and which
+// node it was: the message carries the time to the nanosecond, lastTransitionTime to the
+// second only (the LastBackend message names no time: lastTransitionTime).
+func Confirmed(c corev1.PodCondition) (time.Time, string) {
+	at := c.LastTransitionTime.Time
+	_, rest, ok := strings.Cut(c.Message, " nodes stopped routing at ")
+	if !ok {
+		return at, ""
+	}
+	stamp, rest, _ := strings.Cut(rest, "; slowest ")
+	if t, err := time.Parse(time.RFC3339Nano, stamp); err == nil {
+		at = t
+	}
+	node, _, _ := strings.Cut(rest, " (+")
+	return at, node
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints"
 )
@@ -93,5 +94,18 @@ func TestDecide(t *testing.T) {
 				t.Errorf("recheck = %v, want %v", d.Recheck, tt.recheck)
 			}
 		})
+	}
+}
+
+func TestConfirmedReadsDecideBack(t *testing.T) {
+	at := time.Date(2026, 11, 30, 3, 0, 1, 234567000, time.UTC)
+	d := Decide(Input{Nodes: []Node{{Name: "a", Verdict: "NotRouted", At: at.Add(-time.Second)}, {Name: "b", Verdict: "NotRouted", At: at}}})
+	gotAt, gotNode := Confirmed(corev1.PodCondition{Status: d.Status, Message: d.Message})
+	if !gotAt.Equal(at) || gotNode != "b" {
+		t.Errorf("Confirmed(%q) = %s, %q; want %s, b", d.Message, gotAt, gotNode, at)
+	}
+	ltt := metav1.NewTime(at.Truncate(time.Second))
+	if gotAt, gotNode := Confirmed(corev1.PodCondition{Message: "2 of 2 nodes stopped routing or route to the pod only as its Services' last backend", LastTransitionTime: ltt}); !gotAt.Equal(ltt.Time) || gotNode != "" {
+		t.Errorf("LastBackend: %s, %q; want lastTransitionTime", gotAt, gotNode)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/lastcall-dev/lastcall/controllers"
 	"github.com/lastcall-dev/lastcall/controllers/dataplane"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	"github.com/lastcall-dev/lastcall/controllers/rollout"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/adapters"
 	"github.com/lastcall-dev/lastcall/registry/endpoints"
@@ -352,6 +353,12 @@ func TestConditionFromRealAgentAPI(t *testing.T) {
 		if !c.LastTransitionTime.Time.Equal(at.Truncate(time.Second)) {
 			t.Errorf("lastTransitionTime %s, want the slowest node's %s", c.LastTransitionTime, at)
 		}
+		// The drain timeline gets the stage, from the condition, with the slowest node.
+		gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
+			p := &corev1.Pod{}
+			g.Expect(k.Get(context.Background(), types.NamespacedName{Namespace: "dp", Name: "web-1"}, p)).To(gomega.Succeed())
+			g.Expect(rollout.Parse(p).Registries).To(gomega.ContainElement(rollout.Stage{Registry: rollout.DataplaneStage, Out: at.UTC(), Slowest: "dp-slow"}))
+		}).WithTimeout(5 * time.Second).WithPolling(25 * time.Millisecond).Should(gomega.Succeed())
 	})
 
 	t.Run("the last backend ends the wait once no ready endpoint is left", func(t *testing.T) {

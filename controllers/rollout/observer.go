@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,9 +20,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/lastcall-dev/lastcall/controllers/dataplane"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
 	"github.com/lastcall-dev/lastcall/registry"
+	"github.com/lastcall-dev/lastcall/registry/endpoints"
 )
 
 // Ready is offered by registries where being listed is not being sent traffic: EndpointSlices
@@ -116,7 +119,22 @@ func (o *Observer) observe(ctx context.Context, pod *corev1.Pod) Observation {
 		}
 		obs.Listed[name] = listed || err != nil
 	}
+	obs.Dataplane = dataplaneStage(pod)
 	return obs
+}
+
+// dataplaneStage reads the dataplane fan-in's condition: no stage without it (no agents), a
+// stage not yet seen while it is not True.
+func dataplaneStage(pod *corev1.Pod) *Stage {
+	i := slices.IndexFunc(pod.Status.Conditions, func(c corev1.PodCondition) bool { return c.Type == endpoints.DataplaneCondition })
+	if i < 0 {
+		return nil
+	}
+	st := &Stage{Registry: DataplaneStage}
+	if c := pod.Status.Conditions[i]; c.Status == corev1.ConditionTrue {
+		st.Out, st.Slowest = dataplane.Confirmed(c)
+	}
+	return st
 }
 
 // finish reports a pod that disappeared before its timeline was reported: its containers ended

@@ -30,11 +30,18 @@ type Timeline struct {
 	Reported bool `json:"reported,omitempty"`
 }
 
-// Stage is when one registry stopped listing the pod (for EndpointSlices: as ready).
+// Stage is when one registry stopped listing the pod (for EndpointSlices: as ready); the stage
+// DataplaneStage is when every node's dataplane stopped routing to it.
 type Stage struct {
 	Registry string    `json:"registry"`
 	Out      time.Time `json:"out,omitzero"`
+	// Slowest is the node that stopped routing last (DataplaneStage only).
+	Slowest string `json:"slowest,omitempty"`
 }
+
+// DataplaneStage keys the stage "every node stopped routing", from the pod's
+// lastcall.dev/dataplane-drained condition (lastcall-node's agents, through the controller).
+const DataplaneStage = "dataplane"
 
 // Observation is what one look at the pod and its registries found.
 type Observation struct {
@@ -42,6 +49,9 @@ type Observation struct {
 	// Listed holds, per registry the pod is watched in, whether it still lists the pod; an
 	// unanswered question counts as listed.
 	Listed map[string]bool
+	// Dataplane is the dataplane stage once the pod has the condition (its Out once every
+	// node confirmed); nil while the agents are not asked about the pod.
+	Dataplane *Stage
 }
 
 // legacy is the annotation as lastcall wrote it before stages were keyed by registry name: a
@@ -111,6 +121,16 @@ func Advance(tl Timeline, pod *corev1.Pod, o Observation) Timeline {
 			tl.Registries[i].Out = o.Now
 		}
 	}
+	if d := o.Dataplane; d != nil {
+		i := slices.IndexFunc(tl.Registries, func(s Stage) bool { return s.Registry == DataplaneStage })
+		if i < 0 {
+			tl.Registries = append(tl.Registries, Stage{Registry: DataplaneStage})
+			i = len(tl.Registries) - 1
+		}
+		if tl.Registries[i].Out.IsZero() && !d.Out.IsZero() {
+			tl.Registries[i].Out, tl.Registries[i].Slowest = d.Out, d.Slowest
+		}
+	}
 	if tl.Terminated.IsZero() {
 		if at, code, ok := terminated(pod); ok {
 			tl.Terminated, tl.ExitCode = at, &code
@@ -128,17 +148,24 @@ func (tl Timeline) Complete() bool {
 func (tl Timeline) Summary(pod, cause string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "pod %s drained (%s):", pod, cause)
-	stage := func(name string, at time.Time) {
+	stage := func(name string, at time.Time, note string) {
 		if at.IsZero() {
 			fmt.Fprintf(&b, " %s not seen;", name)
 			return
 		}
-		fmt.Fprintf(&b, " %s +%s;", name, at.Sub(tl.Deleted).Round(10*time.Millisecond))
+		fmt.Fprintf(&b, " %s +%s%s;", name, at.Sub(tl.Deleted).Round(10*time.Millisecond), note)
 	}
 	for _, s := range tl.Registries {
-		stage("out of "+s.Registry, s.Out)
+		switch {
+		case s.Registry != DataplaneStage:
+			stage("out of "+s.Registry, s.Out, "")
+		case s.Slowest != "":
+			stage("every node stopped routing", s.Out, " (slowest "+s.Slowest+")")
+		default:
+			stage("every node stopped routing", s.Out, "")
+		}
 	}
-	stage("containers terminated", tl.Terminated)
+	stage("containers terminated", tl.Terminated, "")
 	if tl.ExitCode != nil {
 		fmt.Fprintf(&b, " exit code %d", *tl.ExitCode)
 	}

@@ -85,6 +85,30 @@ func TestAdvance(t *testing.T) {
 			summary:  []string{"out of eureka +500ms"},
 		},
 		{
+			name: "every node stopped routing, with the slowest node",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 0)
+				terminate(pod, 1, t0.Add(3*time.Second), 0)
+				return []Observation{
+					{Now: t0.Add(100 * time.Millisecond), Listed: listed("endpoints", false), Dataplane: &Stage{Registry: DataplaneStage}},
+					{Now: t0.Add(2 * time.Second), Listed: listed("endpoints", false),
+						Dataplane: &Stage{Registry: DataplaneStage, Out: t0.Add(1234 * time.Millisecond), Slowest: "node-7"}},
+				}
+			},
+			complete: true,
+			summary:  []string{"out of endpoints +100ms; every node stopped routing +1.23s (slowest node-7); containers terminated +3s"},
+		},
+		{
+			name: "nodes unconfirmed: the dataplane stage is not seen",
+			steps: func(pod *corev1.Pod) []Observation {
+				terminate(pod, 0, t0.Add(3*time.Second), 0)
+				terminate(pod, 1, t0.Add(3*time.Second), 0)
+				return []Observation{{Now: t0.Add(time.Second), Listed: listed("endpoints", false), Dataplane: &Stage{Registry: DataplaneStage}}}
+			},
+			complete: false,
+			summary:  []string{"every node stopped routing not seen"},
+		},
+		{
 			name: "one container still running",
 			steps: func(pod *corev1.Pod) []Observation {
 				terminate(pod, 0, t0.Add(3*time.Second), 0)
@@ -129,9 +153,9 @@ func TestParseLegacyAnnotation(t *testing.T) {
 		want   []Stage
 	}{
 		{"endpoints seen, consul awaited", `{"deleted":"2026-11-23T12:00:00Z","unready":"2026-11-23T12:00:01Z","consul":true}`,
-			[]Stage{{"endpoints", t0.Add(time.Second)}, {"consul", time.Time{}}}},
+			[]Stage{{Registry: "endpoints", Out: t0.Add(time.Second)}, {Registry: "consul"}}},
 		{"both seen", `{"deleted":"2026-11-23T12:00:00Z","unready":"2026-11-23T12:00:01Z","deregistered":"2026-11-23T12:00:02Z","consul":true}`,
-			[]Stage{{"endpoints", t0.Add(time.Second)}, {"consul", t0.Add(2 * time.Second)}}},
+			[]Stage{{Registry: "endpoints", Out: t0.Add(time.Second)}, {Registry: "consul", Out: t0.Add(2 * time.Second)}}},
 		{"nothing seen yet", `{"deleted":"2026-11-23T12:00:00Z"}`, nil},
 		{"mangled", `{"deleted":`, nil},
 	}
@@ -180,7 +204,7 @@ func TestRolloutSequence(t *testing.T) {
 				tl = Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tl.Encode()}}})
 			}
 			tl = Advance(tl, pod, e(now))
-			for _, before := range append(prev.Registries, Stage{"terminated", prev.Terminated}) {
+			for _, before := range append(prev.Registries, Stage{Registry: "terminated", Out: prev.Terminated}) {
 				after := tl.Terminated
 				if i := slices.IndexFunc(tl.Registries, func(s Stage) bool { return s.Registry == before.Registry }); i >= 0 {
 					after = tl.Registries[i].Out
