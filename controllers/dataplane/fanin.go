@@ -25,16 +25,19 @@ type Waiter interface {
 
 // Fanin keeps one long poll open per node that has an agent, while pods drain. Each poll asks
 // for every draining IP the node has not yet confirmed, with until "any": it returns as soon as
-// one of them is confirmed (or at waitTimeout) and is sent again for the rest. The number of
+// one of them is confirmed (or at WaitTimeout) and is sent again for the rest. The number of
 // open connections is the number of nodes, whatever the number of draining pods; a new
 // draining pod restarts the nodes' polls once (coalesced over restartDelay).
+//
+// LastBackend ends an agent's wait but is final only when the controller's cache agrees that
+// no ready endpoint is left; an IP last answered so is asked again every lastBackendRecheck.
 type Fanin struct {
 	// NewWaiter makes the client of the agent at addr (host:port).
 	NewWaiter func(addr string) Waiter
 	// Changed is told which pods' answers changed.
 	Changed func(types.NamespacedName)
 	// WaitTimeout is the long poll's timeout, NodeTimeout the extra time a poll may take
-	// before the node counts as not answering.
+	// before it fails; a node whose polls fail for NodeTimeout counts as not answering.
 	WaitTimeout, NodeTimeout time.Duration
 	Now                      func() time.Time
 
@@ -44,15 +47,21 @@ type Fanin struct {
 	nodes map[string]*node
 }
 
-const restartDelay = 100 * time.Millisecond
+const (
+	restartDelay       = 100 * time.Millisecond
+	lastBackendRecheck = time.Second
+)
 
 // node is one agent's state; its fields are guarded by Fanin.mu.
 type node struct {
 	addr     string
 	stop     context.CancelFunc
 	wake     chan struct{}
-	answers  map[string]agent.IPAnswer
+	answers map[string]agent.IPAnswer
+	// answered is when each answer arrived (the controller's clock).
+	answered map[string]time.Time
 	err      string
+	// errSince is when the first of the failing polls was sent.
 	errSince time.Time
 }
 
@@ -90,7 +99,7 @@ func (f *Fanin) SetAgents(agents map[string]string) bool {
 			continue
 		}
 		ctx, stop := context.WithCancel(f.ctx)
-		n := &node{addr: addr, stop: stop, wake: make(chan struct{}, 1), answers: map[string]agent.IPAnswer{}}
+		n := &node{addr: addr, stop: stop, wake: make(chan struct{}, 1), answers: map[string]agent.IPAnswer{}, answered: map[string]time.Time{}}
 		f.nodes[name] = n
 		go f.poll(ctx, n, f.NewWaiter(addr))
 	}
@@ -128,6 +137,7 @@ func (f *Fanin) Forget(pod types.NamespacedName) {
 	for _, n := range f.nodes {
 		for _, t := range targets {
 			delete(n.answers, t.IP)
+			delete(n.answered, t.IP)
 		}
 	}
 }
@@ -176,15 +186,25 @@ func summarize(name string, n *node, ips []string) Node {
 // answers, when it fails (after a pause), and when the set of draining pods changes.
 func (f *Fanin) poll(ctx context.Context, n *node, w Waiter) {
 	for ctx.Err() == nil {
-		req, pods := f.request(n)
+		req, pods, recheck := f.request(n)
 		if len(req.IPs) == 0 {
+			var due <-chan time.Time
+			var timer *time.Timer
+			if recheck > 0 {
+				timer = time.NewTimer(recheck)
+				due = timer.C
+			}
 			select {
 			case <-ctx.Done():
-				return
 			case <-n.wake:
-				continue
+			case <-due:
 			}
+			if timer != nil {
+				timer.Stop()
+			}
+			continue
 		}
+		sent := f.Now()
 		pctx, cancel := context.WithTimeout(ctx, f.WaitTimeout+f.NodeTimeout)
 		type result struct {
 			a   agent.Answer
@@ -215,7 +235,7 @@ func (f *Fanin) poll(ctx context.Context, n *node, w Waiter) {
 		if restarted || ctx.Err() != nil {
 			continue
 		}
-		f.record(n, pods, res.a, res.err)
+		f.record(n, pods, sent, res.a, res.err)
 		if res.err != nil {
 			timer := time.NewTimer(retryDelay(res.err))
 			select {
@@ -238,12 +258,14 @@ func retryDelay(err error) time.Duration {
 }
 
 // request is the node's next poll: every draining IP it has not confirmed, the others as
-// AlsoDraining; pods are the pods it asks for.
-func (f *Fanin) request(n *node) (agent.WaitRequest, map[string][]types.NamespacedName) {
+// AlsoDraining; pods are the pods it asks for. recheck is when an IP last answered
+// LastBackend is due again.
+func (f *Fanin) request(n *node) (req agent.WaitRequest, pods map[string][]types.NamespacedName, recheck time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	req := agent.WaitRequest{Until: agent.UntilAny, Timeout: f.WaitTimeout.String()}
-	pods := map[string][]types.NamespacedName{}
+	now := f.Now()
+	req = agent.WaitRequest{Until: agent.UntilAny, Timeout: f.WaitTimeout.String()}
+	pods = map[string][]types.NamespacedName{}
 	keys := slices.SortedFunc(maps.Keys(f.pods), func(a, b types.NamespacedName) int {
 		if a.Namespace != b.Namespace {
 			return strings.Compare(a.Namespace, b.Namespace)
@@ -253,24 +275,34 @@ func (f *Fanin) request(n *node) (agent.WaitRequest, map[string][]types.Namespac
 	for _, key := range keys {
 		for _, t := range f.pods[key] {
 			pods[t.IP] = append(pods[t.IP], key)
-			if a, ok := n.answers[t.IP]; ok && (a.Verdict == dataplane.NotRouted.String() || a.Verdict == dataplane.LastBackend.String()) {
-				// Confirmed: another IP's answer must not return at once because of it.
+			a, ok := n.answers[t.IP]
+			confirmed := ok && a.Verdict == dataplane.NotRouted.String()
+			if ok && a.Verdict == dataplane.LastBackend.String() {
+				if due := n.answered[t.IP].Add(lastBackendRecheck).Sub(now); due > 0 {
+					confirmed = true
+					if recheck == 0 || due < recheck {
+						recheck = due
+					}
+				}
+			}
+			if confirmed {
+				// The poll must not return at once because of it.
 				req.AlsoDraining = append(req.AlsoDraining, t)
 				continue
 			}
 			req.IPs = append(req.IPs, t)
 		}
 	}
-	return req, pods
+	return req, pods, recheck
 }
 
 // record keeps a poll's answer, and tells the pods whose verdict on this node changed.
-func (f *Fanin) record(n *node, pods map[string][]types.NamespacedName, a agent.Answer, err error) {
+func (f *Fanin) record(n *node, pods map[string][]types.NamespacedName, sent time.Time, a agent.Answer, err error) {
 	f.mu.Lock()
 	changed := map[types.NamespacedName]bool{}
 	if err != nil {
 		if n.err == "" {
-			n.errSince = f.Now()
+			n.errSince = sent
 			for _, ps := range pods {
 				for _, p := range ps {
 					changed[p] = true
@@ -283,10 +315,10 @@ func (f *Fanin) record(n *node, pods map[string][]types.NamespacedName, a agent.
 		n.err, n.errSince = "", time.Time{}
 		for _, ip := range a.IPs {
 			old, had := n.answers[ip.IP]
-			if _, asked := pods[ip.IP]; !asked {
-				continue
+			if _, asked := pods[ip.IP]; !asked || !f.tracked(ip.IP) {
+				continue // not asked, or its pod was forgotten meanwhile
 			}
-			n.answers[ip.IP] = ip
+			n.answers[ip.IP], n.answered[ip.IP] = ip, f.Now()
 			if !had || old.Verdict != ip.Verdict || wasFailing {
 				for _, p := range pods[ip.IP] {
 					changed[p] = true
@@ -298,6 +330,16 @@ func (f *Fanin) record(n *node, pods map[string][]types.NamespacedName, a agent.
 	for p := range changed {
 		f.Changed(p)
 	}
+}
+
+// tracked reports whether a draining pod has ip; f.mu is held.
+func (f *Fanin) tracked(ip string) bool {
+	for _, targets := range f.pods {
+		if slices.ContainsFunc(targets, func(t agent.TargetJSON) bool { return t.IP == ip }) {
+			return true
+		}
+	}
+	return false
 }
 
 func equalTargets(a, b []agent.TargetJSON) bool {

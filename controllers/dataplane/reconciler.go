@@ -51,9 +51,6 @@ const (
 	DefaultService     = "lastcall-node"
 	DefaultNamespace   = "lastcall-system"
 	DefaultNodeTimeout = 5 * time.Second
-	// waitTimeout is the agents' long poll timeout; a poll is answered sooner when an IP is
-	// confirmed, so it bounds only how often an idle node is asked again.
-	waitTimeout = 30 * time.Second
 	// minWrite spaces the Waiting condition's updates of one pod: the list of nodes still
 	// waited for may change with every node's answer, the writes may not.
 	minWrite = time.Second
@@ -80,10 +77,13 @@ func New(c client.Client, opts Options) *Reconciler {
 		dial = (&net.Dialer{Timeout: opts.NodeTimeout}).DialContext
 	}
 	// One idle connection per agent: each node has one poll open at a time.
-	hc := &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * waitTimeout}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 1, IdleConnTimeout: 4 * opts.NodeTimeout}}
 	r.Fanin = &Fanin{
-		NewWaiter:   func(addr string) Waiter { return &agent.Client{URL: "http://" + addr, HTTP: hc} },
-		WaitTimeout: waitTimeout, NodeTimeout: opts.NodeTimeout, Now: time.Now,
+		NewWaiter: func(addr string) Waiter { return &agent.Client{URL: "http://" + addr, HTTP: hc} },
+		// A poll is answered when an IP is confirmed, else at NodeTimeout: an agent that
+		// accepts the poll but never answers fails it at twice NodeTimeout, within a drain
+		// budget, where a longer poll would hide it past the budget.
+		WaitTimeout: opts.NodeTimeout, NodeTimeout: opts.NodeTimeout, Now: time.Now,
 	}
 	return r
 }
