@@ -54,9 +54,9 @@ const (
 
 // node is one agent's state; its fields are guarded by Fanin.mu.
 type node struct {
-	addr     string
-	stop     context.CancelFunc
-	wake     chan struct{}
+	addr    string
+	stop    context.CancelFunc
+	wake    chan struct{}
 	answers map[string]agent.IPAnswer
 	// answered is when each answer arrived (the controller's clock).
 	answered map[string]time.Time
