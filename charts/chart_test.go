@@ -330,7 +330,7 @@ func walkValues(prefix string, v map[string]any, out *[]string) {
 	}
 }
 
-var freeForm = map[string]bool{"resources": true}
+var freeForm = map[string]bool{"resources": true, "node.resources": true}
 
 func walkSchema(prefix string, s map[string]any, out *[]string) {
 	props, _ := s["properties"].(map[string]any)

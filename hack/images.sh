@@ -17,8 +17,12 @@
 #               vendor/ folder, the context is a temporary copy of the repository's files plus
 #               `go mod vendor`, so the build needs no network
 #   VERSION     git describe
+#   NETBASE_IMAGE  only for Dockerfiles that declare it (cmd/lastcall-node: iptables and nft):
+#               $NETBASE_IMAGE, else the newest lastcall.local/kind-netbase image that
+#               hack/node-image/build.sh made (make kind-up); e.g.
+#               hack/images.sh cmd/lastcall-node/Dockerfile=lastcall-node:dev
 #
-# Env: BASE_IMAGE, GO_IMAGE, KIND_CLUSTER_NAME (default lastcall),
+# Env: BASE_IMAGE, GO_IMAGE, NETBASE_IMAGE, KIND_CLUSTER_NAME (default lastcall),
 #      KIND (kind binary; default KIND_VERSION, built and cached), LASTCALL_KIND_OFFLINE=1 (pull nothing)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -89,13 +93,29 @@ elif [[ -z ${GO_IMAGE:-} ]]; then
   fi
 fi
 
+# netbase_image: $NETBASE_IMAGE, else the newest netbase the offline node image build made.
+netbase_image() {
+  if [[ -n ${NETBASE_IMAGE:-} ]]; then
+    echo "$NETBASE_IMAGE"
+    return
+  fi
+  local newest
+  newest=$(docker images --format '{{.Repository}}:{{.Tag}}' lastcall.local/kind-netbase | head -n1)
+  [[ -n $newest ]] || die "no lastcall.local/kind-netbase image (iptables and nft for lastcall-node): run make kind-up (it builds the offline node image and its netbase), or set NETBASE_IMAGE to an image with iptables and nft; then run: $RERUN"
+  echo "$newest"
+}
+
 built=()
 for pair in "${todo[@]}"; do
   dockerfile=${pair%%=*}
   image=${pair#*=}
-  log "docker build $image (${dockerfile#"$REPO_ROOT"/}, BASE_IMAGE=$BASE_IMAGE, GO_IMAGE=$GO_IMAGE)"
+  extra=()
+  if grep -q '^ARG NETBASE_IMAGE' "$dockerfile"; then
+    extra=(--build-arg "NETBASE_IMAGE=$(netbase_image)")
+  fi
+  log "docker build $image (${dockerfile#"$REPO_ROOT"/}, BASE_IMAGE=$BASE_IMAGE, GO_IMAGE=$GO_IMAGE${extra[1]:+, ${extra[1]}})"
   if ! out=$(DOCKER_BUILDKIT=0 docker build -q -f "$dockerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --build-arg "GO_IMAGE=$GO_IMAGE" --build-arg "VERSION=$VERSION" -t "$image" "$ctx" 2>&1); then
+    --build-arg "GO_IMAGE=$GO_IMAGE" --build-arg "VERSION=$VERSION" "${extra[@]}" -t "$image" "$ctx" 2>&1); then
     printf '%s\n' "$out" | grep -v -e '^DEPRECATED' -e 'BuildKit is currently disabled' -e 'environment-variable' >&2
     die "docker build of $image failed (above): fix ${dockerfile#"$REPO_ROOT"/} or the code it builds, then run: hack/images.sh ${dockerfile#"$REPO_ROOT"/}=$image --no-load"
   fi
