@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 // fakeAgent is lastcall-node's HTTP API over verdicts the test sets; unknown IPs are Routed.
 type fakeAgent struct {
 	node     string
+	close    func() // stops serving: polls fail as when the agent's pod is gone
 	mu       sync.Mutex
 	verdicts map[string]string
 	stopped  map[string]time.Time
@@ -161,7 +162,8 @@ func startAgents(t *testing.T, nodes ...string) (agents []*fakeAgent, nodeIPs []
 				t.Errorf("fake agent %s: %v", name, err)
 			}
 		}()
-		t.Cleanup(func() { _ = srv.Close() })
+		a.close = func() { _ = srv.Close() }
+		t.Cleanup(a.close)
 		ip := fmt.Sprintf("198.51.100.%d", i+1)
 		route[ip] = l.Addr().String()
 		agents, nodeIPs = append(agents, a), append(nodeIPs, ip)
@@ -389,6 +391,23 @@ func TestConditionFromRealAgentAPI(t *testing.T) {
 		want := "2 of 4 nodes confirmed at " + at.UTC().Format(time.RFC3339Nano) + "; no answer from dp-bare (no agent), dp-down (NotReady)"
 		if c.Message != want {
 			t.Errorf("message %q\nwant    %q", c.Message, want)
+		}
+	})
+
+	t.Run("an agent that stops answering is named after the node timeout", func(t *testing.T) {
+		e := env{t: t, k: k, ns: "dp"}
+		fast.close()
+		web5, web6 := e.pod("web-5", "10.6.0.7"), e.pod("web-6", "10.6.0.8")
+		e.slice("web5", []*corev1.Pod{web5, web6}, []bool{false, true})
+		slow.set("10.6.0.7", "NotRouted")
+		deleted := time.Now()
+		e.delete(web5)
+		c := e.await("web-5", corev1.ConditionUnknown, endpoints.ReasonNodesUnconfirmed)
+		if waited := time.Since(deleted); waited < time.Second {
+			t.Errorf("unconfirmed after %s, before the 1s node timeout", waited)
+		}
+		if !strings.Contains(c.Message, "1 of 4 nodes confirmed at ") || !strings.Contains(c.Message, "dp-fast (error: ") {
+			t.Errorf("message %q does not name the failing agent", c.Message)
 		}
 	})
 }
