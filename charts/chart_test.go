@@ -4,6 +4,7 @@ package charts_test
 
 import (
 	"reflect"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -394,5 +395,32 @@ func TestTwoReleasesDoNotCollide(t *testing.T) {
 				t.Errorf("%s refers to %s %s, not a role of release %s", k, rb.RoleRef.Kind, rb.RoleRef.Name, release)
 			}
 		}
+	}
+}
+
+// lastcall-node is off by default; on, it runs on every node's network with only the
+// capabilities its reads need, and a headless Service lists the agents for the controller.
+func TestNodeAgent(t *testing.T) {
+	if _, ok := render(t)["DaemonSet/lastcall-node"]; ok {
+		t.Fatal("the node agent is rendered by default")
+	}
+	objs := render(t, "node.enabled=true", "node.capabilities={NET_ADMIN}")
+	ds := as[appsv1.DaemonSet](t, objs["DaemonSet/lastcall-node"])
+	spec := ds.Spec.Template.Spec
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	switch {
+	case !spec.HostNetwork:
+		t.Error("not on the host network: it would read its own pod's (empty) ruleset")
+	case sc == nil || sc.Privileged == nil || *sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Errorf("securityContext %+v: want unprivileged with a read-only root", sc)
+	case !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN"}):
+		t.Errorf("capabilities %+v: want drop ALL, add NET_ADMIN", sc.Capabilities)
+	case spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken:
+		t.Error("the agent makes no API calls: no service account token")
+	}
+	svc := as[corev1.Service](t, objs["Service/lastcall-node"])
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone || !maps.Equal(svc.Spec.Selector, ds.Spec.Selector.MatchLabels) {
+		t.Errorf("agents Service: clusterIP %q selector %v; want headless, selecting the DaemonSet's pods %v", svc.Spec.ClusterIP, svc.Spec.Selector, ds.Spec.Selector.MatchLabels)
 	}
 }
