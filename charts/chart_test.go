@@ -3,8 +3,8 @@
 package charts_test
 
 import (
-	"reflect"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
