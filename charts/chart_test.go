@@ -419,6 +419,15 @@ func TestNodeAgent(t *testing.T) {
 	case spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken:
 		t.Error("the agent makes no API calls: no service account token")
 	}
+	args := as[appsv1.Deployment](t, objs["Deployment/lastcall-controller"]).Spec.Template.Spec.Containers[0].Args
+	for _, want := range []string{"--dataplane-agents", "--dataplane-agent-port=9902", "--dataplane-agent-service=lastcall-node", "--dataplane-agent-namespace=lastcall-system"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("controller args %v lack %s: the fan-in must ask this release's agents", args, want)
+		}
+	}
+	if args := as[appsv1.Deployment](t, render(t)["Deployment/lastcall-controller"]).Spec.Template.Spec.Containers[0].Args; slices.Contains(args, "--dataplane-agents") {
+		t.Error("the fan-in is on without the agents")
+	}
 	svc := as[corev1.Service](t, objs["Service/lastcall-node"])
 	if svc.Spec.ClusterIP != corev1.ClusterIPNone || !maps.Equal(svc.Spec.Selector, ds.Spec.Selector.MatchLabels) {
 		t.Errorf("agents Service: clusterIP %q selector %v; want headless, selecting the DaemonSet's pods %v", svc.Spec.ClusterIP, svc.Spec.Selector, ds.Spec.Selector.MatchLabels)
