@@ -96,6 +96,7 @@ func TestControlAPI(t *testing.T) {
 		{`{"name":"x","generators":[{"path":"service","url":"http://a/","rate":"fast"}]}`, "rate"},
 		{`{"name":"x","generators":[{"path":"service","url":"http://a/","rate":1,"timeout":"soon"}]}`, "generators[0].timeout"},
 		{`{"name":"x","generators":[{"path":"service","url":"http://a/","rate":1,"conns":-1}]}`, "generators[0].conns"},
+		{`{"name":"x","generators":[{"path":"service","url":"http://a/","rate":1,"connection":"close"}]}`, "generators[0].connection"},
 	}
 	for _, b := range bad {
 		ans := api.do(http.MethodPost, "/start", b.body)

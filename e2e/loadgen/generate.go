@@ -34,9 +34,18 @@ type Config struct {
 	Timeout     string      `json:"timeout,omitempty"`     // per request, connect to end of body (default 5s)
 	MaxInFlight int         `json:"maxInFlight,omitempty"` // default: rate × timeout + conns
 	IdleTimeout string      `json:"idleTimeout,omitempty"` // close a keep-alive connection idle this long (default 90s, Go's)
+	// "keep-alive" (default): pooled connections; "new": a new connection for every request,
+	// closed after its answer, as callers without pooling do
+	Connection string `json:"connection,omitempty"`
 
 	timeout, idleTimeout time.Duration
 }
+
+// Config.Connection's values.
+const (
+	connKeepAlive = "keep-alive"
+	connNew       = "new"
+)
 
 // validate fills in defaults and names the first bad field, i being the generator's index in
 // the start request.
@@ -56,6 +65,14 @@ func (c *Config) validate(i int) error {
 	}
 	if c.Conns < 1 || c.Conns > 1000 {
 		return fmt.Errorf("%s: %d, want 1 to 1000", field("conns"), c.Conns)
+	}
+	switch c.Connection {
+	case "":
+		c.Connection = connKeepAlive
+	case connKeepAlive, connNew:
+	default:
+		return fmt.Errorf("%s: %q, want %q (pooled, the default) or %q (one connection per request)",
+			field("connection"), c.Connection, connKeepAlive, connNew)
 	}
 	c.idleTimeout = 90 * time.Second
 	if c.IdleTimeout != "" {
@@ -161,9 +178,19 @@ func newGenerator(cfg Config, t targets, log *slog.Logger) *generator {
 		MaxIdleConnsPerHost: cfg.Conns,
 		IdleConnTimeout:     cfg.idleTimeout,
 		ForceAttemptHTTP2:   false,
+		// "new": Connection: close on every request, so the dataplane routes each one afresh
+		DisableKeepAlives: cfg.Connection == connNew,
 	}
 	return &generator{cfg: cfg, client: &http.Client{Transport: tr}, targets: t,
 		slots: make(chan struct{}, cfg.MaxInFlight), log: log}
+}
+
+// conn labels the records of a new-connection caller, so the report counts them apart.
+func (g *generator) conn() report.Conn {
+	if g.cfg.Connection == connNew {
+		return report.ConnNew
+	}
+	return report.ConnKeepAlive
 }
 
 // errOverloaded is the error text of a request the generator did not send because too many
@@ -173,7 +200,7 @@ const errOverloaded = "client overloaded"
 // run sends until ctx ends, then waits for the requests in flight, each bounded by the timeout.
 func (g *generator) run(ctx context.Context) {
 	g.log.Info("generator started", "rate", g.cfg.Rate, "method", g.cfg.Method, "conns", g.cfg.Conns,
-		"timeout", g.cfg.timeout, "maxInFlight", g.cfg.MaxInFlight)
+		"timeout", g.cfg.timeout, "maxInFlight", g.cfg.MaxInFlight, "connection", g.cfg.Connection)
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
@@ -206,7 +233,7 @@ func (g *generator) run(ctx context.Context) {
 					g.record(g.one(reqCtx))
 				})
 			default:
-				g.record(report.Record{Path: g.cfg.Path, Start: now, Outcome: report.Other, Err: errOverloaded})
+				g.record(report.Record{Path: g.cfg.Path, Conn: g.conn(), Start: now, Outcome: report.Other, Err: errOverloaded})
 			}
 		}
 		timer.Reset(time.Until(next))
@@ -220,7 +247,7 @@ var body = []byte(`{"work":1}`)
 // one sends one request and reads its answer to the end.
 func (g *generator) one(ctx context.Context) report.Record {
 	start := time.Now()
-	rec := report.Record{Path: g.cfg.Path, Start: start}
+	rec := report.Record{Path: g.cfg.Path, Conn: g.conn(), Start: start}
 	t, ok := g.targets.next()
 	if !ok {
 		rec.Outcome, rec.Err = report.Other, "no instances"

@@ -186,6 +186,41 @@ func TestOpenLoopRateAndKeepAlive(t *testing.T) {
 	}
 }
 
+func TestNewConnectionPerRequest(t *testing.T) {
+	var mu sync.Mutex
+	conns := map[string]int{} // remote address → requests on it
+	closing := 0              // requests that asked to close the connection
+	s := server(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns[r.RemoteAddr]++
+		if r.Close {
+			closing++
+		}
+		w.Header().Set("X-Processed-By", "pod-1")
+	})
+	cfg := mustValidate(t, Config{Path: report.PathService, URL: s.URL, Rate: 100, Connection: "new"})
+	recs := runUntil(t, cfg, mustFixed(t, s.URL), 20)
+	if o := outcomes(recs); o[report.OK] != len(recs) {
+		t.Fatalf("outcomes %v", o)
+	}
+	for _, r := range recs {
+		if r.Conn != report.ConnNew || r.Path != report.PathService {
+			t.Errorf("record not marked as a new-connection caller's: %+v", r)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for addr, n := range conns {
+		if n != 1 {
+			t.Errorf("%d requests on connection %s, want one each", n, addr)
+		}
+	}
+	if len(conns) != len(recs) || closing != len(recs) {
+		t.Errorf("%d connections, %d closing requests for %d requests", len(conns), closing, len(recs))
+	}
+}
+
 func TestInFlightCap(t *testing.T) {
 	release := make(chan struct{})
 	var now, peak atomic.Int64
@@ -287,7 +322,8 @@ func TestFixedTarget(t *testing.T) {
 
 func TestValidateDefaults(t *testing.T) {
 	c := mustValidate(t, Config{Path: report.PathConsul, ConsulAddr: "http://consul:8500", Service: "web", Rate: 100})
-	if c.Method != http.MethodPost || c.Conns != 32 || c.timeout != 5*time.Second || c.URLPath != "/" || c.MaxInFlight != 532 {
+	if c.Method != http.MethodPost || c.Conns != 32 || c.timeout != 5*time.Second || c.URLPath != "/" || c.MaxInFlight != 532 ||
+		c.Connection != "keep-alive" {
 		t.Errorf("defaults: %+v", c)
 	}
 	c = mustValidate(t, Config{Path: report.PathService, URL: "http://web/", Rate: 10, Timeout: "2s", Conns: 4, MaxInFlight: 7, Method: "GET"})
@@ -297,5 +333,9 @@ func TestValidateDefaults(t *testing.T) {
 	if err := (&Config{Path: report.PathService, URL: "http://web/", Rate: 10, Method: "get it"}).validate(3); err == nil ||
 		!strings.HasPrefix(err.Error(), "generators[3].method:") {
 		t.Errorf("bad method: %v", err)
+	}
+	if err := (&Config{Path: report.PathService, URL: "http://web/", Rate: 2, Connection: "Close"}).validate(1); err == nil ||
+		!strings.HasPrefix(err.Error(), "generators[1].connection:") {
+		t.Errorf("bad connection: %v", err)
 	}
 }

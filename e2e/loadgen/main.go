@@ -27,7 +27,9 @@ answers' latency. Control API (JSON):
                           {"path":"service","url":"http://web.ns.svc.cluster.local/work","rate":100},
                           {"path":"consul","consulAddr":"http://consul.ns.svc:8500","service":"web",
                            "port":8080,"urlPath":"/work","rate":100}]}
-                        generator options: method (POST), conns (32), timeout (5s), maxInFlight
+                        generator options: method (POST), conns (32), timeout (5s), maxInFlight,
+                        idleTimeout (90s), connection ("keep-alive", or "new": a new connection
+                        per request, closed after its answer; its records carry "c":"new")
                         202 started, 400 bad field, 409 name running, 502 Consul not answering
   POST /stop?name=run1  stops the run, waits for requests in flight, answers {"records":[...]}
                         (gzipped if accepted); 404 if the name is not running

@@ -25,6 +25,17 @@ const (
 	PathConsul Path = "consul"
 )
 
+// Conn is how a caller uses connections.
+type Conn string
+
+const (
+	// ConnKeepAlive reuses pooled keep-alive connections: the zero value, as most callers do.
+	ConnKeepAlive Conn = ""
+	// ConnNew opens a new connection for every request (keep-alive off): each one is routed
+	// afresh by the dataplane, so it sees every node's kube-proxy lag.
+	ConnNew Conn = "new"
+)
+
 // Outcome classifies a request.
 type Outcome string
 
@@ -45,7 +56,8 @@ var FailureClasses = []Outcome{Refused, Reset, Timeout, Status5xx, Other}
 // start as Unix nanoseconds, the latency as nanoseconds.
 type Record struct {
 	Path    Path          `json:"p"`
-	Start   time.Time     `json:"-"` // as "t0", see MarshalJSON
+	Conn    Conn          `json:"c,omitempty"` // empty: keep-alive
+	Start   time.Time     `json:"-"`           // as "t0", see MarshalJSON
 	Latency time.Duration `json:"l"`
 	Outcome Outcome       `json:"o"`
 	Status  int           `json:"s,omitempty"`   // HTTP status, 0 when none
@@ -109,11 +121,12 @@ func (r Run) Name() string {
 	return safe.Replace(fmt.Sprintf("%s-%s-%d", r.Scenario, r.Variant, r.Iteration))
 }
 
-// Summary is one run's numbers on one path.
+// Summary is one run's numbers on one path, for one kind of caller.
 type Summary struct {
 	Scenario, Variant      string
 	Iteration              int
 	Path                   Path
+	Conn                   Conn
 	Requests, Failed       int
 	Failures               map[Outcome]int // by failure class; never OK
 	LatencyP50, LatencyP99 time.Duration   // of the successful requests
@@ -121,12 +134,20 @@ type Summary struct {
 	Rollout                time.Duration   // End - Start
 }
 
-// Summarize returns one Summary per path in r's records: service, consul, then any other
-// path by name. A run without records has none.
+// caller is what Summarize groups records by.
+type caller struct {
+	path Path
+	conn Conn
+}
+
+// Summarize returns one Summary per path and kind of caller in r's records: service, consul,
+// then any other path by name; on each path keep-alive callers before new-connection ones. A
+// run without records has none.
 func Summarize(r Run) []Summary {
-	byPath := map[Path][]Record{}
+	byPath := map[caller][]Record{}
 	for _, rec := range r.Records {
-		byPath[rec.Path] = append(byPath[rec.Path], rec)
+		k := caller{rec.Path, rec.Conn}
+		byPath[k] = append(byPath[k], rec)
 	}
 	var drains []time.Duration
 	for _, d := range r.Drains {
@@ -144,9 +165,9 @@ func Summarize(r Run) []Summary {
 	}
 
 	out := make([]Summary, 0, len(byPath))
-	for p, recs := range byPath {
+	for k, recs := range byPath {
 		s := Summary{
-			Scenario: r.Scenario, Variant: r.Variant, Iteration: r.Iteration, Path: p,
+			Scenario: r.Scenario, Variant: r.Variant, Iteration: r.Iteration, Path: k.path, Conn: k.conn,
 			Requests: len(recs), Failures: map[Outcome]int{},
 			DrainP50: percentile(drains, 50), DrainMax: drainMax, Rollout: rollout,
 		}
@@ -164,9 +185,18 @@ func Summarize(r Run) []Summary {
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Summary) int {
-		return cmp.Or(cmp.Compare(pathRank(a.Path), pathRank(b.Path)), cmp.Compare(a.Path, b.Path))
+		return cmp.Or(cmp.Compare(pathRank(a.Path), pathRank(b.Path)), cmp.Compare(a.Path, b.Path), cmp.Compare(a.Conn, b.Conn))
 	})
 	return out
+}
+
+// Caller names the path and, for callers that open a new connection per request, says so:
+// "service", "service, new conn".
+func (s Summary) Caller() string {
+	if s.Conn == ConnNew {
+		return string(s.Path) + ", new conn"
+	}
+	return string(s.Path)
 }
 
 // failureClass keeps the table's columns adding up to "failed": an outcome the report does
@@ -215,7 +245,7 @@ func Markdown(w io.Writer, title string, sums []Summary) error {
 		b.WriteString("| variant | run | path | requests | failed | refused | reset | timeout | 5xx | other | latency p50 | latency p99 | drain p50 | drain max | rollout |\n")
 		b.WriteString("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, s := range byScenario[sc] {
-			fmt.Fprintf(&b, "| %s | %d | %s | %d | **%d** |", s.Variant, s.Iteration, s.Path, s.Requests, s.Failed)
+			fmt.Fprintf(&b, "| %s | %d | %s | %d | **%d** |", s.Variant, s.Iteration, s.Caller(), s.Requests, s.Failed)
 			for _, o := range FailureClasses {
 				fmt.Fprintf(&b, " %d |", s.Failures[o])
 			}

@@ -87,6 +87,29 @@ func TestSummarize(t *testing.T) {
 			},
 		},
 		{
+			"new-connection callers apart from keep-alive ones on the same path",
+			func() Run {
+				newConn := func(sec float64, o Outcome) Record {
+					r := rec(PathService, sec, o, time.Millisecond)
+					r.Conn = ConnNew
+					return r
+				}
+				return with([]Record{
+					newConn(0, Timeout), rec(PathService, 0, OK, time.Millisecond),
+					newConn(1, OK), newConn(2, Refused), rec(PathConsul, 0, OK, time.Millisecond),
+				})
+			}(),
+			[]Summary{
+				{Scenario: "s", Variant: "v", Iteration: 1, Path: PathService, Requests: 1, Failures: map[Outcome]int{},
+					LatencyP50: time.Millisecond, LatencyP99: time.Millisecond, Rollout: 30 * time.Second},
+				{Scenario: "s", Variant: "v", Iteration: 1, Path: PathService, Conn: ConnNew, Requests: 3, Failed: 2,
+					Failures:   map[Outcome]int{Timeout: 1, Refused: 1},
+					LatencyP50: time.Millisecond, LatencyP99: time.Millisecond, Rollout: 30 * time.Second},
+				{Scenario: "s", Variant: "v", Iteration: 1, Path: PathConsul, Requests: 1, Failures: map[Outcome]int{},
+					LatencyP50: time.Millisecond, LatencyP99: time.Millisecond, Rollout: 30 * time.Second},
+			},
+		},
+		{
 			"percentiles over ok requests only",
 			func() Run {
 				var recs []Record
@@ -167,6 +190,7 @@ func TestMarkdown(t *testing.T) {
 	other := sampleRun()
 	other.Scenario, other.Variant, other.Iteration = "scale-down-6-2", "lastcall", 1
 	other.Records = other.Records[:200] // ok only
+	other.Records = append(other.Records, Record{Path: PathService, Conn: ConnNew, Start: at(3), Outcome: Timeout})
 	var b bytes.Buffer
 	if err := Markdown(&b, "the title", append(Summarize(sampleRun()), Summarize(other)...)); err != nil {
 		t.Fatal(err)
@@ -179,6 +203,7 @@ func TestMarkdown(t *testing.T) {
 		"| control | 2 | consul | 103 | **3** | 0 | 0 | 1 | 1 | 1 | 50.0 ms | 50.0 ms |",
 		"## scale-down-6-2\n",
 		"| lastcall | 1 | service | 100 | **0** | 0 | 0 | 0 | 0 | 0 |",
+		"| lastcall | 1 | service, new conn | 1 | **1** | 0 | 0 | 1 | 0 | 0 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
@@ -291,13 +316,13 @@ func TestNiceStep(t *testing.T) {
 }
 
 func TestRecordJSON(t *testing.T) {
-	in := Record{Path: PathConsul, Start: time.Unix(0, 1795424211557649538), Latency: 69900401, Outcome: Reset,
+	in := Record{Path: PathConsul, Conn: ConnNew, Start: time.Unix(0, 1795424211557649538), Latency: 69900401, Outcome: Reset,
 		Status: 502, Pod: "web-1", Target: "10.244.1.7:8080", Err: "EOF"}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"t0":1795424211557649538,"p":"consul","l":69900401,"o":"reset","s":502,"pod":"web-1","t":"10.244.1.7:8080","e":"EOF"}`
+	const want = `{"t0":1795424211557649538,"p":"consul","c":"new","l":69900401,"o":"reset","s":502,"pod":"web-1","t":"10.244.1.7:8080","e":"EOF"}`
 	if string(b) != want {
 		t.Errorf("JSON\n got %s\nwant %s", b, want)
 	}
