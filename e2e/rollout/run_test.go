@@ -30,6 +30,9 @@ type scenario struct {
 	name          string
 	before, after int32
 	change        func(ctx context.Context, workload string, iteration int) error
+	// > 0: beside the keep-alive load, a caller opening a new connection per request through the
+	// Service at this rate (requests/s)
+	newConnRate float64
 }
 
 var (
@@ -98,7 +101,7 @@ func execute(ctx context.Context, v variant, sc scenario, iteration int) (report
 	old := w.uids()
 
 	loadName := fmt.Sprintf("%s-%s-%d", sc.name, v.name, iteration)
-	if err := loadStart(ctx, loadName, name); err != nil {
+	if err := loadStart(ctx, loadName, name, sc.newConnRate); err != nil {
 		return run, err
 	}
 	stopped := false
@@ -220,6 +223,7 @@ type generator struct {
 	Conns       int         `json:"conns"`
 	Timeout     string      `json:"timeout"`
 	IdleTimeout string      `json:"idleTimeout"`
+	Connection  string      `json:"connection,omitempty"`
 }
 
 func loadProxy(ctx context.Context, verb, endpoint string, params map[string]string, body []byte) ([]byte, error) {
@@ -238,7 +242,7 @@ func loadProxy(ctx context.Context, verb, endpoint string, params map[string]str
 	return raw, nil
 }
 
-func loadStart(ctx context.Context, name, workload string) error {
+func loadStart(ctx context.Context, name, workload string, newConnRate float64) error {
 	// POST: Go's client does not resend it when a keep-alive connection closes under it, so
 	// every lost request shows. Idle connections close after 500 ms, below lastcall-prestop's
 	// --quiet (1 s): see "Callers' idle connections" in the README.
@@ -246,7 +250,14 @@ func loadStart(ctx context.Context, name, workload string) error {
 	svc, viaConsul := common, common
 	svc.Path, svc.URL = "service", fmt.Sprintf("http://%s.%s.svc.cluster.local/work", workload, namespace)
 	viaConsul.Path, viaConsul.ConsulAddr, viaConsul.Service, viaConsul.Port, viaConsul.URLPath = "consul", consulURL, workload, appPort, "/work"
-	body, err := json.Marshal(map[string]any{"name": name, "generators": []generator{svc, viaConsul}})
+	gens := []generator{svc, viaConsul}
+	if newConnRate > 0 {
+		// every request on a new connection, routed afresh by the node's dataplane
+		fresh := svc
+		fresh.Rate, fresh.Connection = newConnRate, "new"
+		gens = append(gens, fresh)
+	}
+	body, err := json.Marshal(map[string]any{"name": name, "generators": gens})
 	if err != nil {
 		return err
 	}

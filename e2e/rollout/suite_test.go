@@ -10,6 +10,12 @@
 //	make e2e        (cluster, images, suite, report)
 //	go test -tags e2e -timeout 90m ./e2e/rollout/ -ginkgo.v    (against the current kubeconfig)
 //
+// Label slow-dataplane (dataplane_test.go): kube-proxy's minSyncPeriod set to 10s and a caller
+// opening a new connection per request beside the usual load; lastcall with lastcall-node must
+// fail nothing, lastcall on --settle alone and preStop sleep 5 must fail requests.
+//
+//	go test -tags e2e -timeout 60m ./e2e/rollout/ -ginkgo.label-filter=slow-dataplane -ginkgo.v
+//
 // Env (defaults in brackets): E2E_ITERATIONS [3] runs of each lastcall scenario; E2E_RATE [50]
 // requests/s per path; E2E_WORK [50ms] per request; E2E_IDLE [500ms] the load generator's
 // keep-alive idle timeout; E2E_PRESTOP_FLAGS [] more lastcall-prestop flags; E2E_SLEEPS [2,5,10,15] preStop sleep values
@@ -213,19 +219,21 @@ func helm(ctx context.Context, args ...string) (string, error) {
 	return cl.Run(ctx, strings.TrimSpace(bin), args...)
 }
 
-func helmInstall(ctx context.Context) error {
-	out, err := helm(ctx, "upgrade", "--install", "lastcall", filepath.Join(cl.RepoRoot, "charts", "lastcall"),
+// helmInstall installs or upgrades the release with the suite's values, then extra helm flags.
+func helmInstall(ctx context.Context, extra ...string) error {
+	args := []string{"upgrade", "--install", "lastcall", filepath.Join(cl.RepoRoot, "charts", "lastcall"),
 		"--namespace", releaseNamespace, "--create-namespace",
-		"--set", "image.repository="+strings.Split(controllerImage, ":")[0],
-		"--set", "image.tag="+strings.Split(controllerImage, ":")[1],
+		"--set", "image.repository=" + strings.Split(controllerImage, ":")[0],
+		"--set", "image.tag=" + strings.Split(controllerImage, ":")[1],
 		"--set", "image.pullPolicy=Never",
 		// one replica: the machine has 2 cores; leader election still runs
 		"--set", "replicaCount=1",
 		"--set", "podDisruptionBudget.enabled=false",
-		"--set", "consul.address="+consulURL,
-		"--set", "prestop.rbac.bindings[0].namespace="+namespace,
-		"--set", "prestop.rbac.bindings[0].serviceAccount="+appServiceAccount,
-		"--wait", "--timeout", "3m")
+		"--set", "consul.address=" + consulURL,
+		"--set", "prestop.rbac.bindings[0].namespace=" + namespace,
+		"--set", "prestop.rbac.bindings[0].serviceAccount=" + appServiceAccount,
+		"--wait", "--timeout", "3m"}
+	out, err := helm(ctx, append(args, extra...)...)
 	if err != nil {
 		return fmt.Errorf("helm install: %w\n%s", err, out)
 	}
