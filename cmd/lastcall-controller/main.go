@@ -62,7 +62,7 @@ func (o *options) vars() []envflag.Var {
 		{Flag: "dataplane-agent-port", Env: "LASTCALL_DATAPLANE_AGENT_PORT", Default: strconv.Itoa(dataplane.DefaultPort), Help: "port of the lastcall-node API on each node's IP (hostNetwork)", Set: envflag.Int(&c.Dataplane.Port, 1)},
 		{Flag: "dataplane-agent-service", Env: "LASTCALL_DATAPLANE_AGENT_SERVICE", Default: dataplane.DefaultService, Help: "headless Service selecting the lastcall-node pods; its EndpointSlices tell which node has an agent", Set: envflag.String(&c.Dataplane.Service)},
 		{Flag: "dataplane-agent-namespace", Env: "LASTCALL_DATAPLANE_AGENT_NAMESPACE", Default: dataplane.DefaultNamespace, Help: "namespace of that Service", Set: envflag.String(&c.Dataplane.Namespace)},
-		{Flag: "dataplane-node-timeout", Env: "LASTCALL_DATAPLANE_NODE_TIMEOUT", Default: dataplane.DefaultNodeTimeout.String(), Help: "how long a failing or silent agent is waited for before its node is reported unconfirmed (the helper then waits --settle for it)", Set: envflag.PositiveDuration(&c.Dataplane.NodeTimeout)},
+		{Flag: "dataplane-node-timeout", Env: "LASTCALL_DATAPLANE_NODE_TIMEOUT", Default: dataplane.DefaultNodeTimeout.String(), Help: "how long a failing agent is waited for before its node is reported unconfirmed (the helper then waits --settle for it); also the longest a poll of an agent stays open", Set: envflag.PositiveDuration(&c.Dataplane.NodeTimeout)},
 		{Flag: "kube-api-qps", Env: "LASTCALL_KUBE_API_QPS", Default: "50", Help: "sustained rate of requests to the Kubernetes API", Set: envflag.Float(&o.qps)},
 		{Flag: "kube-api-burst", Env: "LASTCALL_KUBE_API_BURST", Default: "100", Help: "burst of requests to the Kubernetes API", Set: envflag.Int(&o.burst, 1)},
 	}
@@ -88,7 +88,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 		*help = true
 	}
 	if *help {
-		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines and unsafe-settings warnings for pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label)
+		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines, unsafe-settings warnings and (with --dataplane-agents) dataplane confirmation for pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label)
 		bound.Usage(usage)
 		return o, flag.ErrHelp
 	}

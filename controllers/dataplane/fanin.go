@@ -3,12 +3,10 @@ package dataplane
 import (
 	"context"
 	"errors"
-	"maps"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +25,9 @@ type Waiter interface {
 // for every draining IP the node has not yet confirmed, with until "any": it returns as soon as
 // one of them is confirmed (or at WaitTimeout) and is sent again for the rest. The number of
 // open connections is the number of nodes, whatever the number of draining pods; a new
-// draining pod restarts the nodes' polls once (coalesced over restartDelay).
+// draining pod restarts the nodes' polls (coalesced over restartDelay, and a poll runs at
+// least minPollAge): a node is asked at most 1/minPollAge times a second while pods keep
+// joining, whatever their number.
 //
 // LastBackend ends an agent's wait but is final only when the controller's cache agrees that
 // no ready endpoint is left; an IP last answered so is asked again every lastBackendRecheck.
@@ -44,11 +44,13 @@ type Fanin struct {
 	mu    sync.Mutex
 	ctx   context.Context
 	pods  map[types.NamespacedName][]agent.TargetJSON
+	ips   map[string]int // how many tracked pods have each IP
 	nodes map[string]*node
 }
 
 const (
 	restartDelay       = 100 * time.Millisecond
+	minPollAge         = 250 * time.Millisecond
 	lastBackendRecheck = time.Second
 )
 
@@ -111,10 +113,15 @@ func (f *Fanin) Track(pod types.NamespacedName, targets []agent.TargetJSON) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pods == nil {
-		f.pods = map[types.NamespacedName][]agent.TargetJSON{}
+		f.pods, f.ips = map[types.NamespacedName][]agent.TargetJSON{}, map[string]int{}
 	}
-	if old, ok := f.pods[pod]; ok && equalTargets(old, targets) {
+	old, ok := f.pods[pod]
+	if ok && equalTargets(old, targets) {
 		return
+	}
+	f.untrack(old)
+	for _, t := range targets {
+		f.ips[t.IP]++
 	}
 	f.pods[pod] = targets
 	for _, n := range f.nodes {
@@ -134,8 +141,18 @@ func (f *Fanin) Forget(pod types.NamespacedName) {
 		return
 	}
 	delete(f.pods, pod)
-	for _, n := range f.nodes {
-		for _, t := range targets {
+	f.untrack(targets)
+}
+
+// untrack drops IPs no tracked pod has any more, with the nodes' answers about them; f.mu is
+// held.
+func (f *Fanin) untrack(targets []agent.TargetJSON) {
+	for _, t := range targets {
+		if f.ips[t.IP]--; f.ips[t.IP] > 0 {
+			continue
+		}
+		delete(f.ips, t.IP)
+		for _, n := range f.nodes {
 			delete(n.answers, t.IP)
 			delete(n.answered, t.IP)
 		}
@@ -221,14 +238,16 @@ func (f *Fanin) poll(ctx context.Context, n *node, w Waiter) {
 		case res = <-done:
 		case <-n.wake:
 			// New pods drain: let their neighbours join, then ask again with all of them.
-			timer := time.NewTimer(restartDelay)
+			timer := time.NewTimer(max(restartDelay, sent.Add(minPollAge).Sub(f.Now())))
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
 			}
 			timer.Stop()
 			cancel()
-			<-done
+			if res = <-done; res.err == nil {
+				f.record(n, pods, sent, res.a, nil) // answered meanwhile: not lost
+			}
 			restarted = true
 		}
 		cancel()
@@ -266,14 +285,8 @@ func (f *Fanin) request(n *node) (req agent.WaitRequest, pods map[string][]types
 	now := f.Now()
 	req = agent.WaitRequest{Until: agent.UntilAny, Timeout: f.WaitTimeout.String()}
 	pods = map[string][]types.NamespacedName{}
-	keys := slices.SortedFunc(maps.Keys(f.pods), func(a, b types.NamespacedName) int {
-		if a.Namespace != b.Namespace {
-			return strings.Compare(a.Namespace, b.Namespace)
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	for _, key := range keys {
-		for _, t := range f.pods[key] {
+	for key, targets := range f.pods {
+		for _, t := range targets {
 			pods[t.IP] = append(pods[t.IP], key)
 			a, ok := n.answers[t.IP]
 			confirmed := ok && a.Verdict == dataplane.NotRouted.String()
@@ -315,7 +328,7 @@ func (f *Fanin) record(n *node, pods map[string][]types.NamespacedName, sent tim
 		n.err, n.errSince = "", time.Time{}
 		for _, ip := range a.IPs {
 			old, had := n.answers[ip.IP]
-			if _, asked := pods[ip.IP]; !asked || !f.tracked(ip.IP) {
+			if _, asked := pods[ip.IP]; !asked || f.ips[ip.IP] == 0 {
 				continue // not asked, or its pod was forgotten meanwhile
 			}
 			n.answers[ip.IP], n.answered[ip.IP] = ip, f.Now()
@@ -330,16 +343,6 @@ func (f *Fanin) record(n *node, pods map[string][]types.NamespacedName, sent tim
 	for p := range changed {
 		f.Changed(p)
 	}
-}
-
-// tracked reports whether a draining pod has ip; f.mu is held.
-func (f *Fanin) tracked(ip string) bool {
-	for _, targets := range f.pods {
-		if slices.ContainsFunc(targets, func(t agent.TargetJSON) bool { return t.IP == ip }) {
-			return true
-		}
-	}
-	return false
 }
 
 func equalTargets(a, b []agent.TargetJSON) bool {

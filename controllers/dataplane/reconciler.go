@@ -147,8 +147,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
+	// Lists are read-only here: no deep copy of the cache for every answer of every node.
 	var list discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &list, client.InNamespace(pod.Namespace)); err != nil {
+	if err := r.Client.List(ctx, &list, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list EndpointSlices of %s: %w", pod.Namespace, err)
 	}
 	view := SlicesOf(pod, list.Items)
@@ -165,7 +166,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.Fanin.Track(req.NamespacedName, view.Targets)
 	var nodes corev1.NodeList
-	if err := r.Client.List(ctx, &nodes); err != nil {
+	if err := r.Client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list nodes: %w", err)
 	}
 	now := r.Now()
@@ -177,7 +178,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if d.Status == corev1.ConditionTrue {
-		metrics.DataplaneLag.Observe(max(d.At.Sub(since), 0).Seconds())
+		if d.Reason == endpoints.ReasonAllNodesStopped { // a last backend's time says nothing of programming
+			metrics.DataplaneLag.Observe(max(d.At.Sub(since), 0).Seconds())
+		}
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
@@ -235,7 +238,7 @@ func (r *Reconciler) write(ctx context.Context, pod *corev1.Pod, old *corev1.Pod
 func (r *Reconciler) agents(ctx context.Context) (ready map[string]string, notReady map[string]bool, err error) {
 	var list discoveryv1.EndpointSliceList
 	if err := r.Client.List(ctx, &list, client.InNamespace(r.Options.Namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: r.Options.Service}); err != nil {
+		client.MatchingLabels{discoveryv1.LabelServiceName: r.Options.Service}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("list the agents' EndpointSlices (Service %s/%s): %w", r.Options.Namespace, r.Options.Service, err)
 	}
 	ready, notReady = map[string]string{}, map[string]bool{}
