@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -96,6 +97,14 @@ func New(c client.Client, opts Options) *Reconciler {
 // SetupWithManager runs the fan-in and reconciles deleting pods when their slices or their
 // nodes' answers change.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	switch o := r.Options; {
+	case o.Port < 1 || o.Port > 65535:
+		return fmt.Errorf("dataplane: agent port %d: set --dataplane-agent-port to the agents' port, 1 to 65535", o.Port)
+	case o.Service == "" || o.Namespace == "":
+		return errors.New("dataplane: set --dataplane-agent-service and --dataplane-agent-namespace to the agents' headless Service")
+	case o.NodeTimeout <= 0:
+		return errors.New("dataplane: set --dataplane-node-timeout to a positive duration")
+	}
 	changed := make(chan event.GenericEvent, 1024)
 	r.Fanin.Changed = func(p types.NamespacedName) {
 		changed <- event.GenericEvent{Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}}
