@@ -4,6 +4,7 @@ package rollout
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -92,7 +93,7 @@ var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-da
 				lw, err := watchLag(ctx, withAgent.workload())
 				Expect(err).NotTo(HaveOccurred())
 				r, err := execute(ctx, withAgent, sc, i)
-				rows := lw.rows(sc.name, i)
+				rows := lw.rows(sc.name, i, r.Start, r.End)
 				lw.stop()
 				keep(r)
 				dataplaneRows = append(dataplaneRows, rows...)
@@ -238,6 +239,45 @@ func waitControllerArg(ctx context.Context, arg string) error {
 	return waitDeploymentAvailable(ctx, releaseNamespace, "lastcall-controller", 3*time.Minute)
 }
 
+// waitServiceRouted waits until the load generator's node routes the workload's new Service:
+// until kube-proxy has programmed its ClusterIP (up to minSyncPeriod after its creation),
+// connections to it leave the cluster and whatever answers there (HTTP 404 on the project's
+// machine) would be counted against the first seconds of the run. Probes open a new connection
+// per request, so each is routed afresh; it holds when every one of a second's probes was served
+// by a pod of the workload.
+func waitServiceRouted(ctx context.Context, workload string, timeout time.Duration) error {
+	probe := generator{Path: report.PathService, URL: fmt.Sprintf("http://%s.%s.svc.cluster.local/work", workload, namespace),
+		Rate: 20, Method: "POST", Conns: 1, Timeout: "2s", IdleTimeout: "1s", Connection: "new"}
+	body, err := json.Marshal(map[string]any{"name": "probe-" + workload, "generators": []generator{probe}})
+	if err != nil {
+		return err
+	}
+	var last string
+	err = wait(ctx, timeout, func() (bool, error) {
+		if _, err := loadProxy(ctx, "POST", "start", nil, body); err != nil {
+			return false, err
+		}
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return false, err
+		}
+		recs, err := loadStop(ctx, "probe-"+workload)
+		if err != nil {
+			return false, err
+		}
+		for _, r := range recs {
+			if r.Outcome != report.OK || !strings.HasPrefix(r.Pod, workload+"-") {
+				last = fmt.Sprintf("%s (served by %q): %s", r.Outcome, r.Pod, r.Err)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("service %s not routed from the load generator's node (last probe %s): %w", workload, last, err)
+	}
+	return nil
+}
+
 // lagWatch follows a workload's pods and EndpointSlices and times, per pod, when its endpoint
 // stopped being ready and when the controller's dataplane condition answered, as the harness saw
 // them (watch events, milliseconds after the fact).
@@ -381,13 +421,13 @@ func (r lagRow) String() string {
 		r.transitionLag.Round(time.Millisecond), r.status, r.reason, r.message)
 }
 
-// rows lists the pods deleted while watched.
-func (w *lagWatch) rows(scenario string, iteration int) []lagRow {
+// rows lists the pods the change retired: deleted from start to end, not in the teardown.
+func (w *lagWatch) rows(scenario string, iteration int, start, end time.Time) []lagRow {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []lagRow
 	for name, st := range w.pods {
-		if st.deleted.IsZero() {
+		if st.deleted.IsZero() || st.deleted.Before(start) || end.IsZero() || st.deleted.After(end) {
 			continue
 		}
 		r := lagRow{scenario: scenario, iteration: iteration, pod: name, status: st.status, reason: st.reason, message: st.message,

@@ -92,6 +92,9 @@ func execute(ctx context.Context, v variant, sc scenario, iteration int) (report
 	if err := waitConsulPassing(ctx, name, int(sc.before), time.Minute); err != nil {
 		return run, err
 	}
+	if err := waitServiceRouted(ctx, name, time.Minute); err != nil {
+		return run, err
+	}
 
 	w, err := watchPods(ctx, "app="+name)
 	if err != nil {
