@@ -291,6 +291,7 @@ type lagPod struct {
 	deleted, exited    time.Time
 	notReady           time.Time // its endpoint first seen not ready, or gone, after being ready
 	endpointReady      bool
+	firstWord          time.Time // the condition first seen, whatever its status
 	answered           time.Time // the condition first seen True or Unknown
 	status             corev1.ConditionStatus
 	reason, message    string
@@ -365,6 +366,9 @@ func (w *lagWatch) pod(p *corev1.Pod) {
 			continue
 		}
 		st.status, st.reason, st.message, st.lastTransitionTime = c.Status, c.Reason, c.Message, c.LastTransitionTime.Time
+		if st.firstWord.IsZero() {
+			st.firstWord = now
+		}
 		if c.Status != corev1.ConditionFalse {
 			st.answered = now
 		}
@@ -409,6 +413,7 @@ type lagRow struct {
 	pod                string
 	drain              time.Duration // deletion seen → container exit seen
 	lag                time.Duration // endpoint not ready seen → condition's answer seen; 0: none
+	firstWord          time.Duration // endpoint not ready seen → the condition first seen (any status); 0: none
 	transitionLag      time.Duration // endpoint not ready seen → the condition's lastTransitionTime (whole seconds)
 	status             corev1.ConditionStatus
 	reason, message    string
@@ -416,9 +421,9 @@ type lagRow struct {
 }
 
 func (r lagRow) String() string {
-	return fmt.Sprintf("%s · #%d · %s: drain %s, dataplane lag %s (lastTransitionTime %s), condition %s/%s %q",
+	return fmt.Sprintf("%s · #%d · %s: drain %s, dataplane lag %s (lastTransitionTime %s), first condition after %s, condition %s/%s %q",
 		r.scenario, r.iteration, r.pod, r.drain.Round(time.Millisecond), r.lag.Round(time.Millisecond),
-		r.transitionLag.Round(time.Millisecond), r.status, r.reason, r.message)
+		r.transitionLag.Round(time.Millisecond), r.firstWord.Round(time.Millisecond), r.status, r.reason, r.message)
 }
 
 // rows lists the pods the change retired: deleted from start to end, not in the teardown.
@@ -434,6 +439,9 @@ func (w *lagWatch) rows(scenario string, iteration int, start, end time.Time) []
 			answered: !st.answered.IsZero(), notReady: !st.notReady.IsZero()}
 		if !st.exited.IsZero() {
 			r.drain = st.exited.Sub(st.deleted)
+		}
+		if !st.firstWord.IsZero() && r.notReady {
+			r.firstWord = st.firstWord.Sub(st.notReady)
 		}
 		if r.answered && r.notReady {
 			r.lag = st.answered.Sub(st.notReady)
@@ -452,8 +460,10 @@ func lagMarkdown(rows []lagRow) string {
 	b.WriteString("## slow dataplane: lastcall-node's confirmation per retired pod\n\n")
 	b.WriteString("kube-proxy minSyncPeriod " + slowMinSync + ". lag = the pod's endpoint seen not ready → the condition `" +
 		dataplaneCondition + "` seen answered (True or Unknown), as the harness's watches saw them; " +
-		"transition = the same to the condition's lastTransitionTime (whole seconds); drain = deletion seen → container exit seen.\n\n")
-	b.WriteString("| scenario | run | pod | drain | lag | transition | condition | message |\n| --- | ---: | --- | ---: | ---: | ---: | --- | --- |\n")
+		"transition = the same to the condition's lastTransitionTime (whole seconds); first = the same to the condition first seen, " +
+		"whatever its status (the helper waits --settle, 500 ms, for a first word before it takes the agent for absent); " +
+		"drain = deletion seen → container exit seen.\n\n")
+	b.WriteString("| scenario | run | pod | drain | first | lag | transition | condition | message |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |\n")
 	var lags []time.Duration
 	for _, r := range rows {
 		lag, tr := "–", "–"
@@ -465,7 +475,11 @@ func lagMarkdown(rows []lagRow) string {
 		if r.status != "" {
 			cond = fmt.Sprintf("%s/%s", r.status, r.reason)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.iteration, r.pod, short(r.drain), lag, tr, cond,
+		first := "–"
+		if r.firstWord != 0 {
+			first = short(r.firstWord)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.iteration, r.pod, short(r.drain), first, lag, tr, cond,
 			strings.ReplaceAll(r.message, "|", `\|`))
 	}
 	fmt.Fprintf(&b, "\n%d retired pods, %d answered; lag median %s.\n", len(rows), len(lags), short(median(lags)))
