@@ -328,6 +328,19 @@ func TestConditionFromRealAgentAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("a deleting pod still ready in its slices is marked Waiting at once", func(t *testing.T) {
+		// lastcall-prestop reads a pod without the condition --settle after its slices changed as
+		// one without agents: the condition must be there before the slices change.
+		e := env{t: t, k: k, ns: "dp"}
+		early := e.pod("web-early", "10.6.0.9")
+		e.slice("early", []*corev1.Pod{early}, []bool{true})
+		e.delete(early)
+		c := e.await("web-early", corev1.ConditionFalse, endpoints.ReasonWaiting)
+		if c.Message != "waiting for the EndpointSlices to show the pod not ready" {
+			t.Errorf("message %q", c.Message)
+		}
+	})
+
 	t.Run("a slow node keeps the drain waiting, then every node stopped", func(t *testing.T) {
 		e := env{t: t, k: k, ns: "dp"}
 		web1, web2 := e.pod("web-1", "10.6.0.1"), e.pod("web-2", "10.6.0.2")

@@ -162,8 +162,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, fmt.Errorf("list EndpointSlices of %s: %w", pod.Namespace, err)
 	}
 	view := SlicesOf(pod, list.Items)
-	if !view.Listed || view.Ready {
-		return ctrl.Result{}, nil // not on the EndpointSlice path, or not drained yet: a slice change comes back here
+	if !view.Listed {
+		return ctrl.Result{}, nil // not on the EndpointSlice path
+	}
+	if view.Ready {
+		// Not drained yet (a slice change comes back here). Say at once that the agents speak
+		// for this pod: lastcall-prestop takes a pod without the condition, --settle after its
+		// slices changed, as one without agents, and would end its wait on --settle alone.
+		if old == nil {
+			_, err := r.write(ctx, pod, nil, Decision{Status: corev1.ConditionFalse, Reason: endpoints.ReasonWaiting,
+				Message: "waiting for the EndpointSlices to show the pod not ready"}, r.Now())
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, nil
 	}
 	since := r.started(req.NamespacedName)
 	agents, agentsNotReady, err := r.agents(ctx)
@@ -235,6 +246,9 @@ func (r *Reconciler) write(ctx context.Context, pod *corev1.Pod, old *corev1.Pod
 		return 0, fmt.Errorf("patch condition %s: %w", endpoints.DataplaneCondition, err)
 	}
 	r.mu.Lock()
+	if r.lastWrite == nil {
+		r.since, r.lastWrite = map[types.NamespacedName]time.Time{}, map[types.NamespacedName]time.Time{}
+	}
 	r.lastWrite[key] = now
 	r.mu.Unlock()
 	log.FromContext(ctx).Info("dataplane", "status", d.Status, "reason", d.Reason, "message", d.Message)
