@@ -104,6 +104,11 @@ e2e: kind-up ## the full e2e: every scenario on both paths, 3 runs each, control
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v || rc=$$?; \
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
+.PHONY: e2e-dataplane
+e2e-dataplane: kind-up ## the slow-dataplane e2e (kube-proxy minSyncPeriod 10s, a new-connection caller): lastcall with lastcall-node fails nothing, --settle only and preStop sleep 5 must fail
+	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=slow-dataplane || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
+
 .PHONY: clean
 clean: ## remove bin/ (the tool cache in $(LASTCALL_CACHE) stays)
 	rm -rf $(BIN)

@@ -59,6 +59,11 @@ var (
 
 var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-dataplane"), Ordered, ContinueOnFailure, func() {
 	BeforeAll(func(ctx SpecContext) {
+		if !conf.skipImages {
+			// from the iptables/nft base the offline node image build made (hack/images.sh finds it)
+			By("building the lastcall-node image and loading it into kind")
+			Expect(cl.Script(ctx, GinkgoWriter, nil, "hack/images.sh", "cmd/lastcall-node/Dockerfile=lastcall-node:dev")).To(Succeed())
+		}
 		By("kube-proxy: minSyncPeriod " + slowMinSync)
 		restore, err := setKubeProxyMinSync(ctx, slowMinSync)
 		Expect(err).NotTo(HaveOccurred())
