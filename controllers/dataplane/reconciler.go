@@ -135,10 +135,8 @@ func (r *Reconciler) slicePods(_ context.Context, obj client.Object) []reconcile
 		r.mu.Unlock()
 		return out
 	}
-	for _, ep := range s.Endpoints {
-		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: ep.TargetRef.Name}})
-		}
+	for _, p := range managed.ListedPods(s) {
+		out = append(out, reconcile.Request{NamespacedName: p})
 	}
 	return out
 }

@@ -9,7 +9,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -60,10 +59,8 @@ func listedPods(_ context.Context, obj client.Object) []reconcile.Request {
 		return nil
 	}
 	var out []reconcile.Request
-	for _, ep := range s.Endpoints {
-		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: ep.TargetRef.Name}})
-		}
+	for _, p := range managed.ListedPods(s) {
+		out = append(out, reconcile.Request{NamespacedName: p})
 	}
 	return out
 }

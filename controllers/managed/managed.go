@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/lastcall-dev/lastcall/registry"
 )
@@ -105,4 +107,15 @@ func GateCondition(pod *corev1.Pod) *corev1.PodCondition {
 		}
 	}
 	return nil
+}
+
+// ListedPods names the pods an EndpointSlice lists, for reconcilers that follow slices.
+func ListedPods(s *discoveryv1.EndpointSlice) []types.NamespacedName {
+	var out []types.NamespacedName
+	for _, ep := range s.Endpoints {
+		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+			out = append(out, types.NamespacedName{Namespace: s.Namespace, Name: ep.TargetRef.Name})
+		}
+	}
+	return out
 }
