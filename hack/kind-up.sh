@@ -16,7 +16,9 @@
 # Usage: hack/kind-up.sh [--help] [--recreate]
 # Env:   KIND_CLUSTER_NAME (default lastcall), KIND_NODE_IMAGE, LASTCALL_KIND_OFFLINE,
 #        KUBECONFIG (kind writes the cluster's context there; default ~/.kube/config),
-#        KIND (a kind binary; default: KIND_VERSION of hack/versions.env built from its module)
+#        KIND (a kind binary; default: KIND_VERSION of hack/versions.env built from its module),
+#        KIND_KUBE_PROXY_MODE (iptables, kind's default, or nftables: kube-proxy's mode in a new
+#        cluster; the slow-dataplane e2e runs in both)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 recreate=false
@@ -30,6 +32,18 @@ done
 
 CLUSTER=${KIND_CLUSTER_NAME:-lastcall}
 CONFIG=$REPO_ROOT/hack/kind/cluster.yaml
+case ${KIND_KUBE_PROXY_MODE:-iptables} in
+  iptables) ;;
+  nftables)
+    # the same cluster, with kind's networking.kubeProxyMode set
+    mode_config=$(mktemp "${TMPDIR:-/tmp}/lastcall-kind-config.XXXXXX")
+    trap 'rm -f "$mode_config"' EXIT
+    sed 's/^nodes:$/networking:\n  kubeProxyMode: nftables\nnodes:/' "$CONFIG" >"$mode_config"
+    grep -q 'kubeProxyMode: nftables' "$mode_config" || die "could not set kubeProxyMode in a copy of $CONFIG (no top-level nodes: line?); fix hack/kind-up.sh, then run: $RERUN"
+    CONFIG=$mode_config
+    ;;
+  *) die "KIND_KUBE_PROXY_MODE=$KIND_KUBE_PROXY_MODE: want iptables or nftables; then run: $RERUN" ;;
+esac
 start=$SECONDS
 
 "$REPO_ROOT/hack/docker-up.sh"
