@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
-	"io"
 	"net/netip"
 	"slices"
 	"testing"
@@ -15,43 +14,11 @@ import (
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
 )
 
-// Benchmark size from issue 13: one check at 5,000 Services / 50,000 endpoints.
-const (
-	benchServices  = 5000
-	benchEndpoints = 10 // per service
-)
-
 // BenchmarkCheck parses a generated nat table shaped like kube-proxy's at 5,000 Services and
 // 50,000 endpoints (large-cluster mode: no comments on SVC and SEP rules) and decides for
 // 1 and 100 draining IPs. It measures the probe alone; iptables-save's own time is not in it.
 func BenchmarkCheck(b *testing.B) {
-	ruleset := generateRuleset(benchServices, benchEndpoints)
-	for _, n := range []int{1, 100} {
-		b.Run(fmt.Sprintf("draining=%d", n), func(b *testing.B) {
-			probetest.Bench(b, New(memory(ruleset)), benchDraining(n), len(ruleset))
-		})
-	}
-}
-
-// memory is a Dumper over one IPv4 ruleset held in memory.
-type memory []byte
-
-func (m memory) Dump(context.Context, dataplane.Family) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(m)), nil
-}
-
-// benchDraining spreads n draining IPs over the generated endpoints.
-func benchDraining(n int) []netip.Addr {
-	var ips []netip.Addr
-	total := benchServices * benchEndpoints
-	for i := range n {
-		ips = append(ips, benchEndpointIP(i*(total/n)+1))
-	}
-	return ips
-}
-
-func benchEndpointIP(e int) netip.Addr {
-	return netip.AddrFrom4([4]byte{10, byte(128 + e>>16), byte(e >> 8), byte(e)})
+	probetest.BenchCheck(b, generateRuleset, func(d dataplane.Dumper) dataplane.Probe { return New(d) })
 }
 
 // generateRuleset writes iptables-save output of a nat table as kube-proxy v1.37.0 programs it
@@ -86,7 +53,7 @@ func generateRuleset(services, perService int) []byte {
 		var seps []string
 		for j := range perService {
 			e := i*perService + j
-			ep := netip.AddrPortFrom(benchEndpointIP(e), 8080)
+			ep := netip.AddrPortFrom(probetest.EndpointIP(e), 8080)
 			sep := "KUBE-SEP-" + hash(spn+"tcp"+ep.String())
 			seps = append(seps, sep)
 			add(sep, fmt.Sprintf("-s %s/32 -j KUBE-MARK-MASQ", ep.Addr()))
@@ -158,8 +125,8 @@ func probability(n int) float64 {
 
 func TestGeneratedRulesetParses(t *testing.T) {
 	ruleset := generateRuleset(100, 10)
-	draining := []netip.Addr{benchEndpointIP(50), benchEndpointIP(51)}
-	got, err := New(memory(ruleset)).Check(context.Background(), draining)
+	draining := []netip.Addr{probetest.EndpointIP(50), probetest.EndpointIP(51)}
+	got, err := New(probetest.Memory(ruleset)).Check(context.Background(), draining)
 	if err != nil {
 		t.Fatal(err)
 	}

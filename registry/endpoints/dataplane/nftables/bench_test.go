@@ -1,12 +1,10 @@
 package nftables
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 	"testing"
@@ -15,41 +13,10 @@ import (
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
 )
 
-// Benchmark size from issue 13: one check at 5,000 Services / 50,000 endpoints.
-const (
-	benchServices  = 5000
-	benchEndpoints = 10 // per service
-)
-
 // BenchmarkCheck parses a generated kube-proxy table at 5,000 Services and 50,000 endpoints and
 // decides for 1 and 100 draining IPs. It measures the probe alone; nft's own time is not in it.
 func BenchmarkCheck(b *testing.B) {
-	ruleset := generateRuleset(benchServices, benchEndpoints)
-	for _, n := range []int{1, 100} {
-		b.Run(fmt.Sprintf("draining=%d", n), func(b *testing.B) {
-			probetest.Bench(b, New(memory(ruleset)), benchDraining(n), len(ruleset))
-		})
-	}
-}
-
-// memory is a Dumper over one IPv4 ruleset held in memory.
-type memory []byte
-
-func (m memory) Dump(context.Context, dataplane.Family) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(m)), nil
-}
-
-func benchDraining(n int) []netip.Addr {
-	var ips []netip.Addr
-	total := benchServices * benchEndpoints
-	for i := range n {
-		ips = append(ips, benchEndpointIP(i*(total/n)+1))
-	}
-	return ips
-}
-
-func benchEndpointIP(e int) netip.Addr {
-	return netip.AddrFrom4([4]byte{10, byte(128 + e>>16), byte(e >> 8), byte(e)})
+	probetest.BenchCheck(b, generateRuleset, func(d dataplane.Dumper) dataplane.Probe { return New(d) })
 }
 
 // generateRuleset writes `nft --json list table ip kube-proxy` output (on one line, as nft
@@ -93,7 +60,7 @@ func generateRuleset(services, perService int) []byte {
 		chain(svc)
 		var eps []netip.AddrPort
 		for j := range perService {
-			ep := netip.AddrPortFrom(benchEndpointIP(i*perService+j), 8080)
+			ep := netip.AddrPortFrom(probetest.EndpointIP(i*perService+j), 8080)
 			eps = append(eps, ep)
 			if j == 0 {
 				hairpin = append(hairpin, fmt.Sprintf(`{"concat": [%q, %q, "tcp", 8080]}`, ep.Addr(), ep.Addr()))
@@ -160,8 +127,8 @@ func hash8(s string) string {
 
 func TestGeneratedRulesetParses(t *testing.T) {
 	ruleset := generateRuleset(100, 10)
-	draining := []netip.Addr{benchEndpointIP(50), benchEndpointIP(51), benchEndpointIP(71)}
-	got, err := New(memory(ruleset)).Check(context.Background(), draining)
+	draining := []netip.Addr{probetest.EndpointIP(50), probetest.EndpointIP(51), probetest.EndpointIP(71)}
+	got, err := New(probetest.Memory(ruleset)).Check(context.Background(), draining)
 	if err != nil {
 		t.Fatal(err)
 	}

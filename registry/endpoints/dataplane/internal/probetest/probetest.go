@@ -3,6 +3,7 @@
 package probetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -182,6 +183,46 @@ func CheckError(t *testing.T, p dataplane.Probe, draining []netip.Addr, want str
 // Bench checks draining with probe b.N times and reports, besides time and allocations, the
 // process CPU time per check (cpu-ms/op): the wall time of a benchmark on a busy machine
 // overstates the cost, CPU time does not.
+// Benchmark size from issue 13: one check at 5,000 Services / 50,000 endpoints.
+const (
+	BenchServices  = 5000
+	BenchEndpoints = 10 // per service
+)
+
+// BenchCheck runs Bench on a generated ruleset of BenchServices × BenchEndpoints held in memory,
+// for 1 and 100 draining IPs. generate writes the mode's dump; its endpoints are EndpointIP(e).
+func BenchCheck(b *testing.B, generate func(services, perService int) []byte, newProbe func(dataplane.Dumper) dataplane.Probe) {
+	ruleset := generate(BenchServices, BenchEndpoints)
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("draining=%d", n), func(b *testing.B) {
+			Bench(b, newProbe(Memory(ruleset)), benchDraining(n), len(ruleset))
+		})
+	}
+}
+
+// Memory is a Dumper over one IPv4 ruleset held in memory.
+type Memory []byte
+
+// Dump implements dataplane.Dumper.
+func (m Memory) Dump(context.Context, dataplane.Family) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(m)), nil
+}
+
+// benchDraining spreads n draining IPs over the generated endpoints.
+func benchDraining(n int) []netip.Addr {
+	var ips []netip.Addr
+	total := BenchServices * BenchEndpoints
+	for i := range n {
+		ips = append(ips, EndpointIP(i*(total/n)+1))
+	}
+	return ips
+}
+
+// EndpointIP is the address of the e-th endpoint of a generated ruleset.
+func EndpointIP(e int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(128 + e>>16), byte(e >> 8), byte(e)})
+}
+
 func Bench(b *testing.B, probe dataplane.Probe, draining []netip.Addr, size int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
