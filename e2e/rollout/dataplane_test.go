@@ -3,6 +3,7 @@
 package rollout
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,18 +35,29 @@ import (
 const (
 	slowMinSync = "10s"
 	// newConnRate is the new-connection caller's rate: low, so that the helper's --quiet window
-	// sees gaps between its requests, as it does for such callers in real clusters
+	// sees gaps between its requests, as it does for such callers in real clusters (the
+	// --settle control fails there: quiet holds while some node still routes to the pod)
 	newConnRate = 2.0
+	// busyNewConnRate is the rate of the busy caller, against which preStop sleeps are measured:
+	// a sleep fails only the requests that reach a pod after it exited, and at 2 requests/s
+	// spread over six pods too few do for one suite run to tell 5 s from 15 s (0 of 193 with
+	// sleep 5 on iptables, 2026-11-30), while lastcall's wait does not depend on the rate.
+	busyNewConnRate = 10.0
 	// dataplaneCondition is the pod condition the controller sets from the agents' answers.
 	dataplaneCondition = "lastcall.dev/dataplane-drained"
 )
 
+// slowPair is the slow dataplane's rolling update and scale-down with a new-connection caller at rate.
+func slowPair(prefix string, rate float64) []scenario {
+	return []scenario{
+		{name: prefix + "rolling-update", before: rollingUpdate.before, after: rollingUpdate.after, change: rollingUpdate.change, newConnRate: rate},
+		{name: prefix + "scale-down-6-2", before: scaleDown.before, after: scaleDown.after, change: scaleDown.change, newConnRate: rate},
+	}
+}
+
 var (
-	slowRollingUpdate = scenario{name: "slow-dataplane-rolling-update", before: rollingUpdate.before, after: rollingUpdate.after,
-		change: rollingUpdate.change, newConnRate: newConnRate}
-	slowScaleDown = scenario{name: "slow-dataplane-scale-down-6-2", before: scaleDown.before, after: scaleDown.after,
-		change: scaleDown.change, newConnRate: newConnRate}
-	slowScenarios = []scenario{slowRollingUpdate, slowScaleDown}
+	slowScenarios = slowPair("slow-dataplane-", newConnRate)
+	busyScenarios = slowPair("slow-dataplane-busy-", busyNewConnRate)
 
 	// each variant its own workload name, so that nothing one leaves behind is taken for another's
 	withAgent    = variant{name: "lastcall-agent", lastcall: true}
@@ -77,7 +89,7 @@ var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-da
 		if len(dataplaneRows) == 0 {
 			return
 		}
-		md := lagMarkdown(dataplaneRows)
+		md := lagMarkdown(dataplaneRows) + slowComparison(runs)
 		fmt.Fprintf(os.Stdout, "\n%s\n", md)
 		Expect(os.MkdirAll(conf.reportDir, 0o755)).To(Succeed())
 		Expect(os.WriteFile(filepath.Join(conf.reportDir, "dataplane.md"), []byte(md), 0o644)).To(Succeed())
@@ -93,13 +105,13 @@ var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-da
 		Expect(waitControllerArg(ctx, "--dataplane-agents")).To(Succeed())
 
 		var failed []string
-		for _, sc := range slowScenarios {
+		for _, sc := range append(slices.Clone(slowScenarios), busyScenarios...) {
 			for i := 1; i <= conf.iterations; i++ {
 				lw, err := watchLag(ctx, withAgent.workload())
 				Expect(err).NotTo(HaveOccurred())
 				r, err := execute(ctx, withAgent, sc, i)
-				rows := lw.rows(sc.name, i, r.Start, r.End)
 				lw.stop()
+				rows := lw.rows(sc.name, i, r.Start, r.End)
 				keep(r)
 				dataplaneRows = append(dataplaneRows, rows...)
 				for _, row := range rows {
@@ -115,40 +127,75 @@ var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-da
 			}
 		}
 		Expect(failed).To(BeEmpty(), "lastcall runs with the agent that failed requests")
-	}, SpecTimeout(time.Duration(len(slowScenarios)*conf.iterations)*runTimeout+10*time.Minute))
+	}, SpecTimeout(time.Duration((len(slowScenarios)+len(busyScenarios))*conf.iterations)*runTimeout+10*time.Minute))
 
 	It("lastcall without lastcall-node (--settle only) fails requests of the new-connection caller (control)", func(ctx SpecContext) {
 		Expect(helmInstall(ctx)).To(Succeed()) // no agent, no fan-in
-		expectNewConnFailures(ctx, settleOnly)
-	}, SpecTimeout(time.Duration(len(slowScenarios))*runTimeout+5*time.Minute))
+		Expect(newConnFailures(ctx, settleOnly, slowScenarios, conf.iterations, false)).To(BeNumerically(">", 0),
+			"%s failed no request of the new-connection caller in %d runs with kube-proxy's minSyncPeriod %s: this spec could not tell the agent from nothing",
+			settleOnly.name, len(slowScenarios)*conf.iterations, slowMinSync)
+	}, SpecTimeout(time.Duration(len(slowScenarios)*conf.iterations)*runTimeout+5*time.Minute))
 
-	It("`preStop: sleep 5` fails requests of the new-connection caller (control)", func(ctx SpecContext) {
-		expectNewConnFailures(ctx, slowSleep)
-	}, SpecTimeout(time.Duration(len(slowScenarios))*runTimeout))
-})
-
-// expectNewConnFailures runs every slow scenario once with v and expects the new-connection
-// caller to have failed requests in them.
-func expectNewConnFailures(ctx context.Context, v variant) {
-	failed := 0
-	for _, sc := range slowScenarios {
-		r, err := execute(ctx, v, sc, 1)
-		keep(r)
-		Expect(err).NotTo(HaveOccurred())
-		sums := report.Summarize(r)
-		found := false
-		for _, s := range sums {
-			GinkgoWriter.Printf("%s\n", describe(s))
-			if s.Path == report.PathService && s.Conn == report.ConnNew {
-				found = true
-				failed += s.Failed
+	// The sweep goes up from the smallest sleep and stops at the first whose every run failed no
+	// request through the Service; the smallest must fail (the control the issue asks for).
+	It("`preStop: sleep` fails requests of the new-connection caller at its smallest value (control), and finds the smallest that fails none", func(ctx SpecContext) {
+		Expect(conf.slowSleeps).NotTo(BeEmpty())
+		for k, n := range conf.slowSleeps {
+			v := sleepVariant(n)
+			newConn := newConnFailures(ctx, v, busyScenarios, conf.iterations, k > 0)
+			if k == 0 {
+				Expect(newConn).To(BeNumerically(">", 0),
+					"%s failed no request of the new-connection caller in up to %d runs with kube-proxy's minSyncPeriod %s: this spec could not tell the agent from nothing",
+					v.name, len(busyScenarios)*conf.iterations, slowMinSync)
+			}
+			if rs := slowRuns(v.name, busyScenarios); failedOn(rs, report.PathService) == 0 {
+				GinkgoWriter.Printf("%s: no failed request through the Service in %d runs\n", v.name, len(rs))
+				return
 			}
 		}
-		Expect(found).To(BeTrue(), "the load generator reported no new-connection caller")
+		GinkgoWriter.Printf("no preStop sleep in %v failed zero requests through the Service in every run\n", conf.slowSleeps)
+	}, SpecTimeout(time.Duration(len(conf.slowSleeps)*len(busyScenarios)*conf.iterations)*runTimeout))
+})
+
+// newConnFailures runs every one of scenarios iterations times with v and returns how many requests
+// of the new-connection caller failed; with stopOnFailure it stops at the first run that failed
+// any request through the Service (a sleep that fails once is not the zero-failure one).
+func newConnFailures(ctx context.Context, v variant, scenarios []scenario, iterations int, stopOnFailure bool) int {
+	failed := 0
+	for _, sc := range scenarios {
+		for i := 1; i <= iterations; i++ {
+			r, err := execute(ctx, v, sc, i)
+			keep(r)
+			Expect(err).NotTo(HaveOccurred())
+			found, service := false, 0
+			for _, s := range report.Summarize(r) {
+				GinkgoWriter.Printf("%s\n", describe(s))
+				if s.Path == report.PathService {
+					service += s.Failed
+					if s.Conn == report.ConnNew {
+						found = true
+						failed += s.Failed
+					}
+				}
+			}
+			Expect(found).To(BeTrue(), "the load generator reported no new-connection caller")
+			if stopOnFailure && service > 0 {
+				return failed
+			}
+		}
 	}
-	Expect(failed).To(BeNumerically(">", 0),
-		"%s failed no request of the new-connection caller in %d runs with kube-proxy's minSyncPeriod %s: this spec could not tell the agent from nothing",
-		v.name, len(slowScenarios), slowMinSync)
+	return failed
+}
+
+// slowRuns are the kept runs of variant in scenarios.
+func slowRuns(variant string, scenarios []scenario) []report.Run {
+	var out []report.Run
+	for _, r := range runs {
+		if r.Variant == variant && slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.name == r.Scenario }) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // setKubeProxyMinSync sets minSyncPeriod of kube-proxy's iptables and nftables modes in its
@@ -287,9 +334,11 @@ func waitServiceRouted(ctx context.Context, workload string, timeout time.Durati
 // stopped being ready and when the controller's dataplane condition answered, as the harness saw
 // them (watch events, milliseconds after the fact).
 type lagWatch struct {
-	mu   sync.Mutex
-	pods map[string]*lagPod
-	stop context.CancelFunc
+	ctx    context.Context
+	mu     sync.Mutex
+	pods   map[string]*lagPod
+	cancel context.CancelFunc
+	logs   sync.WaitGroup // one log stream per deleting pod
 }
 
 type lagPod struct {
@@ -301,11 +350,22 @@ type lagPod struct {
 	status             corev1.ConditionStatus
 	reason, message    string
 	lastTransitionTime time.Time
+	notRoutedAt        time.Time // the slowest node's answer, from the condition's message
+	helper             helperLog
+}
+
+// helperLog is what lastcall-prestop's own log lines (JSON on the container's stdout) say of its
+// drain: the harness follows the app container's log from its deletion until it exits.
+type helperLog struct {
+	start       time.Time     // the hook's first line ("budget")
+	confirmedAt time.Time     // "dataplane confirmed"
+	took        time.Duration // "drain done": the whole hook
+	lines       int
 }
 
 func watchLag(ctx context.Context, workload string) (*lagWatch, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w := &lagWatch{pods: map[string]*lagPod{}, stop: cancel}
+	w := &lagWatch{ctx: ctx, pods: map[string]*lagPod{}, cancel: cancel}
 	pf := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = "app=" + workload }))
 	ef := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
@@ -361,6 +421,8 @@ func (w *lagWatch) pod(p *corev1.Pod) {
 	st := w.get(p.Name)
 	if p.DeletionTimestamp != nil && st.deleted.IsZero() {
 		st.deleted = now
+		w.logs.Add(1)
+		go w.followHelper(p.Name)
 	}
 	if !st.deleted.IsZero() && st.exited.IsZero() && appExited(p) {
 		st.exited = now
@@ -376,8 +438,72 @@ func (w *lagWatch) pod(p *corev1.Pod) {
 		}
 		if c.Status != corev1.ConditionFalse {
 			st.answered = now
+			st.notRoutedAt = notRoutedAt(c.Message)
 		}
 	}
+}
+
+// stop ends the watches once every log stream ended (the containers exited), or after a while.
+func (w *lagWatch) stop() {
+	done := make(chan struct{})
+	go func() { w.logs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		GinkgoWriter.Printf("lastcall-prestop logs: some streams still open after 30 s; taking what they said\n")
+	}
+	w.cancel()
+}
+
+// followHelper reads pod's app container log until it ends and keeps lastcall-prestop's lines.
+func (w *lagWatch) followHelper(pod string) {
+	defer w.logs.Done()
+	rc, err := cs.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: "app", Follow: true}).Stream(w.ctx)
+	if err != nil {
+		GinkgoWriter.Printf("log of %s: %v\n", pod, err)
+		return
+	}
+	defer rc.Close()
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var l struct {
+			Time      time.Time `json:"time"`
+			Msg       string    `json:"msg"`
+			Component string    `json:"component"`
+			Took      string    `json:"took"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.Component != "lastcall-prestop" {
+			continue
+		}
+		w.mu.Lock()
+		h := &w.get(pod).helper
+		h.lines++
+		switch l.Msg {
+		case "budget": // logged once the budget is read: its start is took earlier
+			took, _ := time.ParseDuration(l.Took)
+			h.start = l.Time.Add(-took)
+		case "dataplane confirmed":
+			h.confirmedAt = l.Time
+		case "drain done":
+			h.took, _ = time.ParseDuration(l.Took)
+		}
+		w.mu.Unlock()
+	}
+}
+
+// notRoutedAt reads T from the fan-in's answer "N of N nodes stopped routing at T; slowest …".
+func notRoutedAt(msg string) time.Time {
+	_, rest, ok := strings.Cut(msg, " stopped routing at ")
+	if !ok {
+		return time.Time{}
+	}
+	ts, _, _ := strings.Cut(rest, ";")
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(ts))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // slice notes, for each pod it lists, whether the endpoint is ready; a pod that was ready and
@@ -423,12 +549,16 @@ type lagRow struct {
 	status             corev1.ConditionStatus
 	reason, message    string
 	answered, notReady bool
+	// from lastcall-prestop's log: hook start → "dataplane confirmed" (0: not seen), the whole
+	// hook, and how long after the slowest node's answer the helper went on (0: not seen)
+	helperWait, hook, afterLastNode time.Duration
 }
 
 func (r lagRow) String() string {
-	return fmt.Sprintf("%s · #%d · %s: drain %s, dataplane lag %s (lastTransitionTime %s), first condition after %s, condition %s/%s %q",
+	return fmt.Sprintf("%s · #%d · %s: drain %s, dataplane lag %s (lastTransitionTime %s), first condition after %s, condition %s/%s %q; helper: confirmed after %s (%s after the slowest node), hook %s",
 		r.scenario, r.iteration, r.pod, r.drain.Round(time.Millisecond), r.lag.Round(time.Millisecond),
-		r.transitionLag.Round(time.Millisecond), r.firstWord.Round(time.Millisecond), r.status, r.reason, r.message)
+		r.transitionLag.Round(time.Millisecond), r.firstWord.Round(time.Millisecond), r.status, r.reason, r.message,
+		r.helperWait.Round(time.Millisecond), r.afterLastNode.Round(time.Millisecond), r.hook.Round(time.Millisecond))
 }
 
 // rows lists the pods the change retired: deleted from start to end, not in the teardown.
@@ -448,6 +578,13 @@ func (w *lagWatch) rows(scenario string, iteration int, start, end time.Time) []
 		if !st.firstWord.IsZero() && r.notReady {
 			r.firstWord = st.firstWord.Sub(st.notReady)
 		}
+		if h := st.helper; !h.start.IsZero() && !h.confirmedAt.IsZero() {
+			r.helperWait = h.confirmedAt.Sub(h.start)
+			if !st.notRoutedAt.IsZero() {
+				r.afterLastNode = h.confirmedAt.Sub(st.notRoutedAt)
+			}
+		}
+		r.hook = st.helper.took
 		if r.answered && r.notReady {
 			r.lag = st.answered.Sub(st.notReady)
 			if !st.lastTransitionTime.IsZero() {
@@ -467,26 +604,97 @@ func lagMarkdown(rows []lagRow) string {
 		dataplaneCondition + "` seen answered (True or Unknown), as the harness's watches saw them; " +
 		"transition = the same to the condition's lastTransitionTime (whole seconds); first = the same to the condition first seen, " +
 		"whatever its status (the helper waits --settle, 500 ms, for a first word before it takes the agent for absent); " +
-		"drain = deletion seen → container exit seen.\n\n")
-	b.WriteString("| scenario | run | pod | drain | first | lag | transition | condition | message |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |\n")
-	var lags []time.Duration
+		"drain = deletion seen → container exit seen. From lastcall-prestop's own log lines: helper wait = the hook's start → " +
+		"\"dataplane confirmed\"; wait − lag = helper wait − lag (the target: ≤ 1 s at p50); after last node = \"dataplane confirmed\" − " +
+		"the slowest node's answer (the condition's message); hook = the whole hook (\"drain done\").\n\n")
+	b.WriteString("| scenario | run | pod | drain | first | lag | transition | helper wait | wait − lag | after last node | hook | condition | message |\n" +
+		"| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+	var lags, waits, excess, after, drains []time.Duration
+	dash := func(ok bool, d time.Duration) string {
+		if !ok {
+			return "–"
+		}
+		return short(d)
+	}
 	for _, r := range rows {
-		lag, tr := "–", "–"
-		if r.answered && r.notReady {
-			lag, tr = short(r.lag), short(r.transitionLag)
+		lagOK := r.answered && r.notReady
+		if lagOK {
 			lags = append(lags, r.lag)
+		}
+		if r.drain > 0 {
+			drains = append(drains, r.drain)
+		}
+		waitOK := r.helperWait > 0
+		if waitOK {
+			waits = append(waits, r.helperWait)
+			after = append(after, r.afterLastNode)
+		}
+		if waitOK && lagOK {
+			excess = append(excess, r.helperWait-r.lag)
 		}
 		cond := "none"
 		if r.status != "" {
 			cond = fmt.Sprintf("%s/%s", r.status, r.reason)
 		}
-		first := "–"
-		if r.firstWord != 0 {
-			first = short(r.firstWord)
-		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.iteration, r.pod, short(r.drain), first, lag, tr, cond,
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, r.iteration, r.pod, short(r.drain),
+			dash(r.firstWord != 0, r.firstWord), dash(lagOK, r.lag), dash(lagOK, r.transitionLag), dash(waitOK, r.helperWait),
+			dash(waitOK && lagOK, r.helperWait-r.lag), dash(waitOK, r.afterLastNode), dash(r.hook > 0, r.hook), cond,
 			strings.ReplaceAll(r.message, "|", `\|`))
 	}
-	fmt.Fprintf(&b, "\n%d retired pods, %d answered; lag median %s.\n", len(rows), len(lags), short(median(lags)))
+	fmt.Fprintf(&b, "\n%d retired pods, %d answered, %d helpers logged the confirmation. Medians: drain %s, lag %s, helper wait %s, "+
+		"wait − lag %s, after last node %s.\n", len(rows), len(lags), len(waits), short(median(drains)), short(median(lags)),
+		short(median(waits)), short(median(excess)), short(median(after)))
+	return b.String()
+}
+
+// slowComparison sets the runs with the agent beside the preStop sleeps of the same suite run in
+// the slow scenarios: the smallest sleep whose every run failed no request through the Service.
+func slowComparison(runs []report.Run) string {
+	var ns []int
+	for _, n := range conf.slowSleeps {
+		if len(slowRuns(sleepVariant(n).name, busyScenarios)) > 0 {
+			ns = append(ns, int(n))
+		}
+	}
+	agent := slowRuns(withAgent.name, busyScenarios)
+	if len(agent) == 0 || len(ns) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n## slow dataplane: lastcall-node against `preStop: sleep`\n\n")
+	fmt.Fprintf(&b, "Rolling updates and scale-downs 6 → 2 of the same suite run with the busy new-connection caller (%.0f requests/s); a sleep counts", busyNewConnRate)
+	b.WriteString(" as zero-failure only if every one of its runs " +
+		"failed no request through the Service (keep-alive and new-connection callers; through Consul nothing deregisters a sleeping pod). " +
+		"The sweep stops at the first such value.\n\n")
+	b.WriteString("| variant | runs | failed through the Service (new-connection caller) | failed through Consul | drain p50 | rollout p50 |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+	row := func(name string, rs []report.Run) {
+		newConn := 0
+		for _, r := range rs {
+			for _, s := range report.Summarize(r) {
+				if s.Path == report.PathService && s.Conn == report.ConnNew {
+					newConn += s.Failed
+				}
+			}
+		}
+		d, ro := medians(rs)
+		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %d | %s | %s |\n", name, len(rs), failedOn(rs, report.PathService), newConn,
+			failedOn(rs, report.PathConsul), short(d), short(ro))
+	}
+	row(withAgent.name, agent)
+	zero := 0
+	for _, n := range ns {
+		rs := slowRuns(sleepVariant(int32(n)).name, busyScenarios)
+		row(sleepVariant(int32(n)).name, rs)
+		if zero == 0 && failedOn(rs, report.PathService) == 0 {
+			zero = n
+		}
+	}
+	if zero == 0 {
+		fmt.Fprintf(&b, "\nNo sleep tried (%v s) failed zero requests through the Service in every run.\n", ns)
+		return b.String()
+	}
+	ad, _ := medians(agent)
+	zd, _ := medians(slowRuns(sleepVariant(int32(zero)).name, busyScenarios))
+	fmt.Fprintf(&b, "\nSmallest zero-failure sleep: %d s. lastcall's drain p50 is %s of its (target ≤ 60 %%).\n", zero, ratio(ad, zd))
 	return b.String()
 }

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -59,6 +60,7 @@ type settings struct {
 	idle         time.Duration
 	prestopFlags []string
 	sleeps       []int32
+	slowSleeps   []int32 // the slow dataplane's preStop sleep sweep, smallest first
 	skipImages   bool
 	keep         bool
 	reportDir    string
@@ -143,7 +145,7 @@ var _ = AfterSuite(func(ctx SpecContext) {
 }, NodeTimeout(5*time.Minute))
 
 func loadSettings() (settings, error) {
-	s := settings{iterations: 3, rate: 50, work: 50 * time.Millisecond, idle: 500 * time.Millisecond, sleeps: []int32{2, 5, 10, 15},
+	s := settings{iterations: 3, rate: 50, work: 50 * time.Millisecond, idle: 500 * time.Millisecond, sleeps: []int32{2, 5, 10, 15}, slowSleeps: []int32{5, 10, 15},
 		skipImages: os.Getenv("E2E_SKIP_IMAGES") == "1", keep: os.Getenv("E2E_KEEP") == "1"}
 	if v := os.Getenv("E2E_ITERATIONS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -174,15 +176,20 @@ func loadSettings() (settings, error) {
 		s.idle = d
 	}
 	s.prestopFlags = strings.Fields(os.Getenv("E2E_PRESTOP_FLAGS"))
-	if v := os.Getenv("E2E_SLEEPS"); v != "" {
-		s.sleeps = nil
+	for env, dst := range map[string]*[]int32{"E2E_SLEEPS": &s.sleeps, "E2E_SLOW_SLEEPS": &s.slowSleeps} {
+		v := os.Getenv(env)
+		if v == "" {
+			continue
+		}
+		*dst = nil
 		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 {
-				return s, fmt.Errorf("E2E_SLEEPS=%q: want seconds ≥ 1, comma-separated, e.g. 2,5,10,15", v)
+			if err != nil || n < 1 || n >= gracePeriod {
+				return s, fmt.Errorf("%s=%q: want seconds from 1 to %d (the grace period), comma-separated, e.g. 2,5,10,15", env, v, gracePeriod-1)
 			}
-			s.sleeps = append(s.sleeps, int32(n))
+			*dst = append(*dst, int32(n))
 		}
+		slices.Sort(*dst)
 	}
 	s.reportDir = os.Getenv("E2E_REPORT_DIR")
 	if s.reportDir == "" {
