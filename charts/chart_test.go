@@ -401,10 +401,14 @@ func TestTwoReleasesDoNotCollide(t *testing.T) {
 // lastcall-node is off by default; on, it runs on every node's network with only the
 // capabilities its reads need, and a headless Service lists the agents for the controller.
 func TestNodeAgent(t *testing.T) {
-	if _, ok := render(t)["DaemonSet/lastcall-node"]; ok {
-		t.Fatal("the node agent is rendered by default")
+	off := render(t, "node.enabled=false")
+	if _, ok := off["DaemonSet/lastcall-node"]; ok {
+		t.Fatal("the node agent is rendered with node.enabled=false")
 	}
-	objs := render(t, "node.enabled=true", "node.capabilities={NET_ADMIN}")
+	if _, ok := render(t)["DaemonSet/lastcall-node"]; !ok {
+		t.Fatal("the node agent is not rendered by default")
+	}
+	objs := render(t, "node.capabilities={NET_ADMIN}")
 	ds := as[appsv1.DaemonSet](t, objs["DaemonSet/lastcall-node"])
 	spec := ds.Spec.Template.Spec
 	c := spec.Containers[0]
@@ -425,7 +429,7 @@ func TestNodeAgent(t *testing.T) {
 			t.Errorf("controller args %v lack %s: the fan-in must ask this release's agents", args, want)
 		}
 	}
-	if args := as[appsv1.Deployment](t, render(t)["Deployment/lastcall-controller"]).Spec.Template.Spec.Containers[0].Args; slices.Contains(args, "--dataplane-agents") {
+	if args := as[appsv1.Deployment](t, off["Deployment/lastcall-controller"]).Spec.Template.Spec.Containers[0].Args; slices.Contains(args, "--dataplane-agents") {
 		t.Error("the fan-in is on without the agents")
 	}
 	svc := as[corev1.Service](t, objs["Service/lastcall-node"])

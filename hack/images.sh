@@ -4,6 +4,7 @@
 # Usage: hack/images.sh [--help] [--no-load] [DOCKERFILE=IMAGE ...]
 #   Default pairs: cmd/lastcall-prestop/Dockerfile=lastcall-prestop:dev
 #                  cmd/lastcall-controller/Dockerfile=lastcall-controller:dev
+#                  cmd/lastcall-node/Dockerfile=lastcall-node:dev
 #                  e2e/app/Dockerfile=lastcall-e2e-app:dev
 #   A pair whose Dockerfile does not exist is skipped with a message.
 #   --no-load   build only, do not `kind load docker-image`
@@ -40,6 +41,7 @@ if [[ ${#pairs[@]} -eq 0 ]]; then
   pairs=(
     cmd/lastcall-prestop/Dockerfile=lastcall-prestop:dev
     cmd/lastcall-controller/Dockerfile=lastcall-controller:dev
+    cmd/lastcall-node/Dockerfile=lastcall-node:dev
     e2e/app/Dockerfile=lastcall-e2e-app:dev
   )
 fi

@@ -60,10 +60,8 @@ var (
 	busyScenarios = slowPair("slow-dataplane-busy-", busyNewConnRate)
 
 	// each variant its own workload name, so that nothing one leaves behind is taken for another's
-	withAgent    = variant{name: "lastcall-agent", lastcall: true}
-	settleOnly   = variant{name: "lastcall-settle", lastcall: true}
-	slowSleep    = sleepVariant(5)
-	agentHelmSet = []string{"--set", "node.enabled=true", "--set", "node.image.tag=dev", "--set", "node.image.pullPolicy=Never"}
+	withAgent  = variant{name: "lastcall-agent", lastcall: true}
+	settleOnly = variant{name: "lastcall-settle", lastcall: true}
 
 	// dataplaneRows: per retired pod of the runs with the agent, for dataplane.md
 	dataplaneRows []lagRow
@@ -71,11 +69,6 @@ var (
 
 var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-dataplane"), Ordered, ContinueOnFailure, func() {
 	BeforeAll(func(ctx SpecContext) {
-		if !conf.skipImages {
-			// from the iptables/nft base the offline node image build made (hack/images.sh finds it)
-			By("building the lastcall-node image and loading it into kind")
-			Expect(cl.Script(ctx, GinkgoWriter, nil, "hack/images.sh", "cmd/lastcall-node/Dockerfile=lastcall-node:dev")).To(Succeed())
-		}
 		By("kube-proxy: minSyncPeriod " + slowMinSync)
 		restore, err := setKubeProxyMinSync(ctx, slowMinSync)
 		Expect(err).NotTo(HaveOccurred())
@@ -96,12 +89,8 @@ var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-da
 	})
 
 	It("lastcall with lastcall-node fails no request, the new-connection caller's included", func(ctx SpecContext) {
-		By("helm upgrade: node.enabled=true (the agents and the controller's fan-in)")
-		Expect(helmInstall(ctx, agentHelmSet...)).To(Succeed())
-		DeferCleanup(func(ctx SpecContext) {
-			By("helm upgrade: the suite's values again (no agent)")
-			Expect(helmInstall(ctx)).To(Succeed())
-		}, NodeTimeout(5*time.Minute))
+		By("helm upgrade: the suite's values (the chart's default: the agents and the controller's fan-in)")
+		Expect(helmInstall(ctx)).To(Succeed())
 		Expect(waitControllerArg(ctx, "--dataplane-agents")).To(Succeed())
 
 		var failed []string
@@ -130,7 +119,12 @@ var _ = Describe("slow dataplane (kube-proxy minSyncPeriod 10s)", Label("slow-da
 	}, SpecTimeout(time.Duration((len(slowScenarios)+len(busyScenarios))*conf.iterations)*runTimeout+10*time.Minute))
 
 	It("lastcall without lastcall-node (--settle only) fails requests of the new-connection caller (control)", func(ctx SpecContext) {
-		Expect(helmInstall(ctx)).To(Succeed()) // no agent, no fan-in
+		By("helm upgrade: node.enabled=false (no agent, no fan-in)")
+		Expect(helmInstall(ctx, "--set", "node.enabled=false")).To(Succeed())
+		DeferCleanup(func(ctx SpecContext) {
+			By("helm upgrade: the suite's values again (the agents)")
+			Expect(helmInstall(ctx)).To(Succeed())
+		}, NodeTimeout(5*time.Minute))
 		Expect(newConnFailures(ctx, settleOnly, slowScenarios, conf.iterations, false)).To(BeNumerically(">", 0),
 			"%s failed no request of the new-connection caller in %d runs with kube-proxy's minSyncPeriod %s: this spec could not tell the agent from nothing",
 			settleOnly.name, len(slowScenarios)*conf.iterations, slowMinSync)

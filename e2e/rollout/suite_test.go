@@ -51,6 +51,7 @@ const (
 	appImage         = "lastcall-e2e-app:dev"
 	loadgenImage     = "lastcall-e2e-loadgen:dev"
 	controllerImage  = "lastcall-controller:dev"
+	nodeImage        = "lastcall-node:dev"
 )
 
 type settings struct {
@@ -90,11 +91,13 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	cs = cl.Client
 
 	if !conf.skipImages {
-		By("building the app, load generator and controller images and loading them into kind")
+		// lastcall-node from the iptables/nft base the offline node image build made (hack/images.sh finds it)
+		By("building the app, load generator, controller and lastcall-node images and loading them into kind")
 		Expect(cl.Script(ctx, GinkgoWriter, nil, "hack/images.sh",
 			"e2e/app/Dockerfile="+appImage,
 			"e2e/loadgen/Dockerfile="+loadgenImage,
-			"cmd/lastcall-controller/Dockerfile="+controllerImage)).To(Succeed())
+			"cmd/lastcall-controller/Dockerfile="+controllerImage,
+			"cmd/lastcall-node/Dockerfile="+nodeImage)).To(Succeed())
 	}
 	By("building and loading the Consul image")
 	consulImage, err := cl.ScriptOutput(ctx, GinkgoWriter, "hack/consul-image.sh")
@@ -233,6 +236,10 @@ func helmInstall(ctx context.Context, extra ...string) error {
 		"--set", "image.repository=" + strings.Split(controllerImage, ":")[0],
 		"--set", "image.tag=" + strings.Split(controllerImage, ":")[1],
 		"--set", "image.pullPolicy=Never",
+		// lastcall-node, on by default in the chart
+		"--set", "node.image.repository=" + strings.Split(nodeImage, ":")[0],
+		"--set", "node.image.tag=" + strings.Split(nodeImage, ":")[1],
+		"--set", "node.image.pullPolicy=Never",
 		// one replica: the machine has 2 cores; leader election still runs
 		"--set", "replicaCount=1",
 		"--set", "podDisruptionBudget.enabled=false",
