@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	probe, err := kubeproxy.NewProbe(cfg.mode, kp, map[string]kubeproxy.ModeProbe{
 		kubeproxy.ModeIPTables: iptables.NewTargeted(iptables.NewSaver(), cfg.maxChainReads),
-		kubeproxy.ModeNFTables: nftables.New(nftables.Lister{Path: cfg.nft}),
+		kubeproxy.ModeNFTables: nftables.NewTargeted(nftables.Lister{Path: cfg.nft}, nftables.Netlink{}, cfg.maxChainReads),
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "lastcall-node: --mode / LASTCALL_MODE: %v\n", err)

@@ -10,11 +10,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/ipbytes"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/namecheck"
 )
 
 // Commands reads kube-proxy's nat table: whole (Dump) or one chain at a time. Saver is the real one.
@@ -32,10 +31,6 @@ type Commands interface {
 // check of many Services at once from running hundreds of commands.
 const DefaultMaxChainReads = 256
 
-// namesRecheck is how long a verification of the chain names holds: kube-proxy restarted with
-// another version is the only thing that changes them.
-const namesRecheck = 10 * time.Minute
-
 // Targeted is the iptables probe that, given the Service ports a draining IP is listed under,
 // reads only their chains: KUBE-SVC-… and KUBE-SVL-… named as kube-proxy v1.37 names them from
 // the service port name and protocol (proxier.go portProtoHash), and finds the IP's endpoint
@@ -44,7 +39,7 @@ const namesRecheck = 10 * time.Minute
 // (which hands over the whole table for every read), when the reads would exceed the bound, and
 // when kube-proxy's names do not match the formula.
 //
-// The names are checked against the ruleset before they are trusted, once per namesRecheck: a
+// The names are checked against the ruleset before they are trusted, every 10 minutes (namecheck.Recheck): a
 // KUBE-SERVICES rule's comment and protocol must hash to its target chain, and an endpoint
 // chain's DNAT destination to that chain's name. A formula that drifted would otherwise find no
 // chain and answer NotRouted. What the check cannot catch is a wrong or missing Service port in
@@ -60,13 +55,7 @@ type Targeted struct {
 	full     *dataplane.RulesetProbe
 	cmds     Commands
 	maxReads int
-	now      func() time.Time
-
-	mu sync.Mutex
-	// verified is when the chain names were last confirmed by the ruleset, per family.
-	verified map[dataplane.Family]verifiedAt
-	// broken says why targeted reads are off for good.
-	broken string
+	names    *namecheck.Checks
 }
 
 var _ dataplane.TargetProbe = (*Targeted)(nil)
@@ -77,7 +66,7 @@ func NewTargeted(cmds Commands, maxReads int) *Targeted {
 	if maxReads <= 0 {
 		maxReads = DefaultMaxChainReads
 	}
-	return &Targeted{full: New(cmds), cmds: cmds, maxReads: maxReads, now: time.Now, verified: map[dataplane.Family]verifiedAt{}}
+	return &Targeted{full: New(cmds), cmds: cmds, maxReads: maxReads, names: namecheck.New()}
 }
 
 // Check implements dataplane.Probe: it reads the whole table.
@@ -117,7 +106,7 @@ func (t *Targeted) CheckTargets(ctx context.Context, targets []dataplane.Target)
 	if reads > t.maxReads {
 		return t.checkFull(ctx, targets, fmt.Sprintf("%d chain reads needed, more than the bound of %d", reads, t.maxReads))
 	}
-	if why := t.brokenReason(); why != "" {
+	if why := t.names.Broken(); why != "" {
 		return t.checkFull(ctx, targets, why)
 	}
 	for _, p := range plans {
@@ -168,12 +157,6 @@ func (t *Targeted) forget(family dataplane.Family, err error) {
 
 // forgetter is implemented by Commands that cache the backend (Saver).
 type forgetter interface{ Forget(dataplane.Family) }
-
-func (t *Targeted) brokenReason() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.broken
-}
 
 // planReads groups the targets' Service ports by family and counts the reads: two service
 // chains per port (KUBE-SVC-, KUBE-SVL-), plus up to three to check names and absent chains.
@@ -269,46 +252,19 @@ func (t *Targeted) readPlan(ctx context.Context, p plan) (chains []dataplane.Cha
 
 	// Trust the names only once the ruleset confirms them. Finding a draining endpoint's chain
 	// by its computed name confirms the endpoint chain formula.
-	v := t.verification(p.family)
+	fresh := t.names.Fresh(p.family)
 	if len(chains) > 0 {
-		v.endpoints = true
-		t.markVerified(p.family, false, true)
+		fresh.Endpoints = true
+		t.names.Confirm(p.family, false, true)
 	}
-	if !v.services || len(missing) > 0 || (!v.endpoints && probeSEP != "") {
-		n, why, err := t.verify(ctx, p.family, !v.services || len(missing) > 0, missing, probeSEP, probeKey)
+	if !fresh.Services || len(missing) > 0 || (!fresh.Endpoints && probeSEP != "") {
+		n, why, err := t.verify(ctx, p.family, !fresh.Services || len(missing) > 0, missing, probeSEP, probeKey)
 		reads += n
 		if err != nil || why != "" {
 			return nil, reads, why, err
 		}
 	}
 	return chains, reads, "", nil
-}
-
-// verified says which chain name formulas the ruleset confirmed lately.
-type verified struct{ services, endpoints bool }
-
-type verifiedAt struct{ services, endpoints time.Time }
-
-func (t *Targeted) verification(family dataplane.Family) verified {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	at := t.verified[family]
-	now := t.now()
-	fresh := func(ts time.Time) bool { return !ts.IsZero() && now.Sub(ts) < namesRecheck }
-	return verified{services: fresh(at.services), endpoints: fresh(at.endpoints)}
-}
-
-func (t *Targeted) markVerified(family dataplane.Family, services, endpoints bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	at := t.verified[family]
-	if services {
-		at.services = t.now()
-	}
-	if endpoints {
-		at.endpoints = t.now()
-	}
-	t.verified[family] = at
 }
 
 // verify checks kube-proxy's chain names against the ruleset. With readServices, every
@@ -332,7 +288,7 @@ func (t *Targeted) verify(ctx context.Context, family dataplane.Family, readServ
 			return reads, "", err
 		}
 		if mismatch != "" {
-			return reads, t.disable(mismatch), nil
+			return reads, t.names.Disable(mismatch), nil
 		}
 		for _, m := range missing {
 			if named[m] {
@@ -340,7 +296,7 @@ func (t *Targeted) verify(ctx context.Context, family dataplane.Family, readServ
 			}
 		}
 		if len(named) > 0 {
-			t.markVerified(family, true, false)
+			t.names.Confirm(family, true, false)
 		}
 	}
 	if sep != "" {
@@ -355,19 +311,12 @@ func (t *Targeted) verify(ctx context.Context, family dataplane.Family, readServ
 				return reads, "", err
 			}
 			if got := endpointChain(key, dest); got != sep {
-				return reads, t.disable(fmt.Sprintf("endpoint chain %s of %s DNATs to %s, which kube-proxy v1.37 names %s", sep, key.name, dest, got)), nil
+				return reads, t.names.Disable(fmt.Sprintf("endpoint chain %s of %s DNATs to %s, which kube-proxy v1.37 names %s", sep, key.name, dest, got)), nil
 			}
-			t.markVerified(family, false, true)
+			t.names.Confirm(family, false, true)
 		}
 	}
 	return reads, "", nil
-}
-
-func (t *Targeted) disable(mismatch string) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.broken = "kube-proxy names its chains unlike v1.37 (" + mismatch + "): targeted reads are off"
-	return t.broken
 }
 
 // portProtoHash is kube-proxy's hash of a service port (proxier.go portProtoHash).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/namecheck"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
 )
 
@@ -104,14 +105,6 @@ func slicePorts(t testing.TB) map[netip.Addr][]dataplane.ServicePort {
 	return out
 }
 
-func targetsOf(t testing.TB, ips []string, ports map[netip.Addr][]dataplane.ServicePort) []dataplane.Target {
-	var out []dataplane.Target
-	for _, ip := range probetest.Addrs(t, ips) {
-		out = append(out, dataplane.Target{IP: ip, Ports: ports[ip.Unmap()]})
-	}
-	return out
-}
-
 // Targeted reads give the verdicts of full reads on every shared case, and read chains only when
 // every IP has ports.
 func TestTargetedMatchesFullReads(t *testing.T) {
@@ -123,19 +116,12 @@ func TestTargetedMatchesFullReads(t *testing.T) {
 	for _, tt := range cases {
 		t.Run(tt.Name, func(t *testing.T) {
 			cmds := fixtureCommands(t, tt.Dump)
-			targets := targetsOf(t, tt.Draining, ports)
+			targets := probetest.Targets(t, tt.Draining, ports)
 			res, err := NewTargeted(cmds, 0).CheckTargets(context.Background(), targets)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res.Verdicts) != len(tt.Want) {
-				t.Errorf("got %d verdicts, want %d", len(res.Verdicts), len(tt.Want))
-			}
-			for ip, want := range tt.Want {
-				if got := probetest.Summary(res.Verdicts[netip.MustParseAddr(ip)]); got != want {
-					t.Errorf("%s:\n got %s\nwant %s", ip, got, want)
-				}
-			}
+			probetest.WantVerdicts(t, res.Verdicts, tt.Want)
 			targeted := len(targets) > 0 && dataplane.HavePorts(targets)
 			if res.Targeted != targeted || (targeted && cmds.dumps > 0) {
 				t.Errorf("Targeted %v after %d dumps and reads %v; want targeted %v", res.Targeted, cmds.dumps, cmds.listed, targeted)
@@ -150,7 +136,7 @@ func TestTargetedReads(t *testing.T) {
 	cmds := fixtureCommands(t, probetest.Files{dataplane.IPv4: "ready.txt"})
 	p := NewTargeted(cmds, 0)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p.now = func() time.Time { return now }
+	p.names.Now = func() time.Time { return now }
 
 	// First check: the two service chains, then KUBE-SERVICES to confirm the names. The
 	// endpoint chain was found by its computed name, which confirms that formula.
@@ -166,10 +152,10 @@ func TestTargetedReads(t *testing.T) {
 	if res, err = p.CheckTargets(context.Background(), solo); err != nil || res.Reads != 2 {
 		t.Errorf("second check: %d reads %v, %v", res.Reads, cmds.listed, err)
 	}
-	now = now.Add(namesRecheck)
+	now = now.Add(namecheck.Recheck)
 	cmds.listed = nil
 	if res, err = p.CheckTargets(context.Background(), solo); err != nil || res.Reads != 3 {
-		t.Errorf("after %v: %d reads %v, %v", namesRecheck, res.Reads, cmds.listed, err)
+		t.Errorf("after %v: %d reads %v, %v", namecheck.Recheck, res.Reads, cmds.listed, err)
 	}
 	if v := res.Verdicts[solo[0].IP]; v.State != dataplane.LastBackend {
 		t.Errorf("got %v", v)

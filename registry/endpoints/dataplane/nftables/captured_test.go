@@ -13,8 +13,12 @@ import (
 // applied. Pods 10.244.1.2 (later also 10.244.1.3) on this node, 10.244.2.2 and 10.244.2.3 on
 // the other worker. See testdata/README.md.
 func TestCapturedRulesets(t *testing.T) {
+	probetest.Run(t, func(d dataplane.Dumper) dataplane.Probe { return New(d) }, capturedCases())
+}
+
+func capturedCases() []probetest.Case {
 	f := func(name string) probetest.Files { return probetest.Files{dataplane.IPv4: name} }
-	probetest.Run(t, func(d dataplane.Dumper) dataplane.Probe { return New(d) }, []probetest.Case{
+	return []probetest.Case{
 		{Name: "captured: ready pod on another node is routed", Dump: f("kind-ready.json"), Draining: []string{"10.244.2.3"}, Want: map[string]string{
 			"10.244.2.3": "Routed: fixture/web-local:http 10.244.2.3:8080; fixture/web:http 10.244.2.3:8080",
 		}},
@@ -27,5 +31,5 @@ func TestCapturedRulesets(t *testing.T) {
 			"10.244.2.2": "LastBackend: fixture/web-local:http 10.244.2.2:8080 (fallback); fixture/web:http 10.244.2.2:8080 (fallback)",
 			"10.244.2.3": "LastBackend: fixture/web-local:http 10.244.2.3:8080 (fallback); fixture/web:http 10.244.2.3:8080 (fallback)",
 		}},
-	})
+	}
 }

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,10 @@ type Lister struct {
 	Path string
 }
 
-var _ dataplane.Dumper = Lister{}
+var (
+	_ dataplane.Dumper = Lister{}
+	_ Reader           = Lister{}
+)
 
 // Dump implements dataplane.Dumper.
 func (l Lister) Dump(ctx context.Context, family dataplane.Family) (io.ReadCloser, error) {
@@ -35,6 +39,37 @@ func (l Lister) Dump(ctx context.Context, family dataplane.Family) (io.ReadClose
 func (l Lister) Ping(ctx context.Context, family dataplane.Family) error {
 	_, err := command.Output(ctx, l.path(), "--json", "list", "map", nftFamily(family), tableName, serviceIPsMap)
 	return notFound(err)
+}
+
+// Chain implements Reader with `nft --json list chain`. nft 1.0.6 fetches every set of the
+// table with its elements to list one chain (its cache.c asks for the full cache), so at 50,000
+// endpoints this costs about as much as listing the table; Netlink reads only the chain.
+func (l Lister) Chain(ctx context.Context, family dataplane.Family, name string) (Rules, error) {
+	out, err := command.Output(ctx, l.path(), "--json", "list", "chain", nftFamily(family), tableName, name)
+	if err != nil {
+		if errors.Is(notFound(err), dataplane.ErrRulesNotFound) {
+			return Rules{}, nil // no such chain (or table: ServiceMaps tells)
+		}
+		return Rules{}, err
+	}
+	return parseChain(bytes.NewReader(out), name)
+}
+
+// ServiceMaps implements Reader with `nft --json list map`, once per map.
+func (l Lister) ServiceMaps(ctx context.Context, family dataplane.Family) ([]MapElem, error) {
+	var elems []MapElem
+	for _, m := range []string{serviceIPsMap, serviceNodePortsMap} {
+		out, err := command.Output(ctx, l.path(), "--json", "list", "map", nftFamily(family), tableName, m)
+		if err != nil {
+			return nil, notFound(err)
+		}
+		e, err := parseMaps(bytes.NewReader(out))
+		if err != nil {
+			return nil, fmt.Errorf("nft list map %s: %w", m, err)
+		}
+		elems = append(elems, e...)
+	}
+	return elems, nil
 }
 
 const tableName = "kube-proxy"

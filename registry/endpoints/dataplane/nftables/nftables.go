@@ -18,6 +18,10 @@
 // form is meant for people and has changed between nft releases (set layout, statement
 // spelling). An IP counts as selected only through a chain that the service-ips or
 // service-nodeports maps reach.
+//
+// New reads the whole table for every check: at 50,000 endpoints nft takes seconds to list it.
+// NewTargeted reads only the chains of the Service ports a draining IP is listed under when the
+// caller knows them, through netlink (Netlink): milliseconds at any size.
 package nftables
 
 import "github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"

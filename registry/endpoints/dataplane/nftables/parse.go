@@ -51,6 +51,7 @@ type node struct {
 	kind     kind
 	root     bool
 	others   bool
+	rules    int
 	selected []netip.AddrPort
 	targets  []uint32
 }
@@ -62,6 +63,9 @@ type parser struct {
 	nodes    []node
 	found    bool
 	version  int
+	// all keeps every endpoint a chain DNATs to in selected, draining or not (one chain's
+	// listing, see parseChain).
+	all bool
 
 	// Scratch for the object being read; its fields can come in any order.
 	chain    []byte
@@ -73,23 +77,36 @@ type parser struct {
 // parse reads `nft --json list table ip|ip6 kube-proxy` (libnftables-json(5)) while it streams
 // and reduces it to the chain graph; nothing but that graph is kept.
 func parse(r io.Reader, draining dataplane.Draining) ([]dataplane.Chain, error) {
-	p := &parser{lex: newLexer(r), draining: draining, ids: make(map[string]uint32)}
-	err := p.lex.object(func(key []byte) error {
-		if string(key) != "nftables" {
-			return p.lex.skip()
-		}
-		return p.lex.array(func(int) error { return p.object() })
-	})
-	if err != nil {
+	p := newParser(r, draining)
+	if err := p.walk(p.object); err != nil {
 		return nil, err
-	}
-	if p.version != 1 {
-		return nil, fmt.Errorf("nft JSON schema version %d, want 1: use nft 0.9.x or later", p.version)
 	}
 	if !p.found {
 		return nil, fmt.Errorf("%w: the kube-proxy table has no %q chain", dataplane.ErrRulesNotFound, servicesChain)
 	}
 	return p.chains(), nil
+}
+
+func newParser(r io.Reader, draining dataplane.Draining) *parser {
+	return &parser{lex: newLexer(r), draining: draining, ids: make(map[string]uint32)}
+}
+
+// walk reads an nft JSON listing, calling object for each element of its "nftables" array, and
+// checks the schema version.
+func (p *parser) walk(object func() error) error {
+	err := p.lex.object(func(key []byte) error {
+		if string(key) != "nftables" {
+			return p.lex.skip()
+		}
+		return p.lex.array(func(int) error { return object() })
+	})
+	if err != nil {
+		return err
+	}
+	if p.version != 1 {
+		return fmt.Errorf("nft JSON schema version %d, want 1: use nft 0.9.x or later", p.version)
+	}
+	return nil
 }
 
 // object reads one element of the "nftables" array: {"TYPE": {…}}.
@@ -98,12 +115,7 @@ func (p *parser) object() error {
 	return l.object(func(typ []byte) error {
 		switch string(typ) {
 		case "metainfo":
-			_, err := l.field("json_schema_version", func() error {
-				v, err := l.scalar()
-				p.version, _ = strconv.Atoi(string(v))
-				return err
-			})
-			return err
+			return p.metainfo()
 		case "chain":
 			_, err := l.field("name", func() error {
 				name, err := l.str()
@@ -118,6 +130,16 @@ func (p *parser) object() error {
 		}
 		return l.skip()
 	})
+}
+
+// metainfo reads the value of {"metainfo": {…}}: the JSON schema version.
+func (p *parser) metainfo() error {
+	_, err := p.lex.field("json_schema_version", func() error {
+		v, err := p.lex.scalar()
+		p.version, _ = strconv.Atoi(string(v))
+		return err
+	})
+	return err
 }
 
 // verdictMapObject reads a named map; the elements of service-ips and service-nodeports, the
@@ -217,6 +239,7 @@ func (p *parser) rule() error {
 		return nil
 	}
 	n := &p.nodes[p.idOf(p.chain, k)]
+	n.rules++
 	n.targets = append(n.targets, p.targets...)
 	n.selected = append(n.selected, p.selected...)
 	n.others = n.others || p.others
@@ -234,7 +257,7 @@ func (p *parser) target(name []byte) {
 // Destinations kube-proxy would not write count as endpoints that are not draining: the verdict
 // errs towards Routed, never towards NotRouted.
 func (p *parser) endpoint(ap netip.AddrPort, ok bool) {
-	if ok && p.draining.Has(ap.Addr()) {
+	if ok && (p.all || p.draining.Has(ap.Addr())) {
 		p.selected = append(p.selected, ap)
 	} else {
 		p.others = true

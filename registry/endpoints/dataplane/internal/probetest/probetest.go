@@ -49,21 +49,39 @@ func Run(t *testing.T, newProbe func(dataplane.Dumper) dataplane.Probe, cases []
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(tt.Want) {
-				t.Errorf("got %d verdicts, want %d: %v", len(got), len(tt.Want), got)
-			}
-			for ip, want := range tt.Want {
-				v, ok := got[netip.MustParseAddr(ip)]
-				if !ok {
-					t.Errorf("%s: no verdict", ip)
-					continue
-				}
-				if s := Summary(v); s != want {
-					t.Errorf("%s:\n got %s\nwant %s", ip, s, want)
-				}
-			}
+			WantVerdicts(t, got, tt.Want)
 		})
 	}
+}
+
+// WantVerdicts checks that got holds a verdict for each IP of want, as Summary renders it,
+// and no other.
+func WantVerdicts(t testing.TB, got map[netip.Addr]dataplane.Verdict, want map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("got %d verdicts, want %d: %v", len(got), len(want), got)
+	}
+	for ip, w := range want {
+		v, ok := got[netip.MustParseAddr(ip)]
+		if !ok {
+			t.Errorf("%s: no verdict", ip)
+			continue
+		}
+		if s := Summary(v); s != w {
+			t.Errorf("%s:\n got %s\nwant %s", ip, s, w)
+		}
+	}
+}
+
+// Targets are the IPs, each with the Service ports that ports lists for it (by its unmapped
+// address).
+func Targets(t testing.TB, ips []string, ports map[netip.Addr][]dataplane.ServicePort) []dataplane.Target {
+	t.Helper()
+	var out []dataplane.Target
+	for _, ip := range Addrs(t, ips) {
+		out = append(out, dataplane.Target{IP: ip, Ports: ports[ip.Unmap()]})
+	}
+	return out
 }
 
 // KubeProxyCases are the cases every kube-proxy mode shares: the fixtures ready, terminating
@@ -210,12 +228,19 @@ func (m Memory) Dump(context.Context, dataplane.Family) (io.ReadCloser, error) {
 
 // benchDraining spreads n draining IPs over the generated endpoints.
 func benchDraining(n int) []netip.Addr {
-	var ips []netip.Addr
-	total := BenchServices * BenchEndpoints
+	return dataplane.TargetIPs(BenchTargets(BenchServices, BenchEndpoints, n))
+}
+
+// BenchTargets spreads n draining IPs over the endpoints of a generated ruleset of services ×
+// perService, each with the Service port that lists it.
+func BenchTargets(services, perService, n int) []dataplane.Target {
+	var out []dataplane.Target
+	total := services * perService
 	for i := range n {
-		ips = append(ips, EndpointIP(i*(total/n)+1))
+		e := i*(total/n) + 1
+		out = append(out, dataplane.Target{IP: EndpointIP(e), Ports: []dataplane.ServicePort{GeneratedPort(e, perService)}})
 	}
-	return ips
+	return out
 }
 
 // EndpointIP is the address of the e-th endpoint of a generated ruleset.
