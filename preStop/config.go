@@ -150,6 +150,7 @@ sending, and returns before the app needs its own shutdown time. It never outliv
 always exits 0 once configured.
 
 Usage: lastcall-prestop [flags]
+       lastcall-prestop copy-to DIR   (copy this binary into DIR: the injection webhook's init container)
 
 Each flag can also be set by the environment variable shown; a flag wins over the env var.
 

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -35,6 +36,9 @@ func main() {
 
 // run is the whole command for the registries in table.
 func run(table []registry.Adapter, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "copy-to" {
+		return copyTo(args[1:], stderr)
+	}
 	cfg, err := prestop.Parse(args, getenv, stdout, table)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -152,4 +156,49 @@ func readableDurations(_ []string, a slog.Attr) slog.Attr {
 		a.Value = slog.StringValue(a.Value.Duration().Round(time.Millisecond).String())
 	}
 	return a
+}
+
+// copyTo is the injection webhook's init container: the image has no shell, so the binary
+// copies itself into the pod's shared volume (lastcall-prestop copy-to DIR).
+func copyTo(args []string, stderr io.Writer) int {
+	if len(args) != 1 || args[0] == "" {
+		fmt.Fprintln(stderr, "lastcall-prestop: copy-to takes one argument, the folder to copy the binary into")
+		return 2
+	}
+	if err := copySelf(args[0]); err != nil {
+		fmt.Fprintf(stderr, "lastcall-prestop: copy-to %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// copySelf writes the running binary to dir/lastcall-prestop through a rename, so a container
+// never sees half a file.
+func copySelf(dir string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	src, err := os.Open(exe)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = src.Close() }()
+	tmp, err := os.CreateTemp(dir, ".lastcall-prestop-*")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }()
+	if _, err := io.Copy(tmp, src); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o555); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, "lastcall-prestop"))
 }

@@ -192,3 +192,33 @@ current-context: x
 		t.Fatalf("buildDeps error = %v; want it to report the unusable API client", err)
 	}
 }
+
+func TestCopyToCopiesTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	var errOut bytes.Buffer
+	if code := run(adapters.All(), []string{"copy-to", dir}, func(string) string { return "" }, io.Discard, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "lastcall-prestop"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("copy differs from the binary (err %v)", err)
+	}
+	st, err := os.Stat(filepath.Join(dir, "lastcall-prestop"))
+	if err != nil || st.Mode().Perm() != 0o555 {
+		t.Fatalf("mode %v, want r-xr-xr-x (err %v)", st.Mode(), err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("left %d files, want only the binary", len(entries))
+	}
+	if code := run(adapters.All(), []string{"copy-to"}, func(string) string { return "" }, io.Discard, &errOut); code != 2 {
+		t.Errorf("copy-to without a folder: exit %d, want 2", code)
+	}
+}
