@@ -72,7 +72,7 @@ type h2Conn struct {
 
 // h2Event is what the test needs of a frame, copied out of the framer's buffers.
 type h2Event struct {
-	kind      string // HEADERS, DATA, GOAWAY, RST_STREAM
+	kind      string // SETTINGS, HEADERS, DATA, GOAWAY, RST_STREAM
 	stream    uint32
 	status    string
 	header    []string // header names
@@ -118,6 +118,7 @@ func (c *h2Conn) read() {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
 				c.write(func() error { return c.fr.WriteSettingsAck() })
+				c.events <- h2Event{kind: "SETTINGS"}
 			}
 		case *http2.MetaHeadersFrame:
 			e := h2Event{kind: "HEADERS", stream: f.StreamID, status: f.PseudoValue("status"), endStream: f.StreamEnded()}
@@ -166,9 +167,10 @@ func (c *h2Conn) until(done func(h2Event) bool) []h2Event {
 	}
 }
 
-// Draining makes an HTTP/2 caller move: the next response on a connection comes with a GOAWAY
-// (no error) that still covers the streams in flight, which then complete.
-func TestDrainSendsGOAWAYWithoutFailingInFlightStreams(t *testing.T) {
+// Draining sends GOAWAY (no error) on every HTTP/2 connection at once, idle ones included, not
+// only with its next response: it names the last stream the server processes, so the streams in
+// flight complete and the caller sends new requests on a new connection.
+func TestDrainSendsGOAWAYOnEveryHTTP2ConnectionWithoutFailingStreamsInFlight(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	in := startInstance(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -177,46 +179,45 @@ func TestDrainSendsGOAWAYWithoutFailingInFlightStreams(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	}), graceful.Config{})
-	c := dialH2(t, in.addr)
-	c.get(1, in.addr, "/slow")
+	busy := dialH2(t, in.addr)
+	busy.get(1, in.addr, "/slow")
 	<-entered
+	used := dialH2(t, in.addr)
+	used.get(1, in.addr, "/quick")
+	used.until(func(e h2Event) bool { return e.stream == 1 && e.endStream })
+	fresh := dialH2(t, in.addr) // no request yet
+	fresh.until(func(e h2Event) bool { return e.kind == "SETTINGS" })
+
 	in.srv.Drain("test")
-	c.get(3, in.addr, "/quick")
-	// net/http queues the GOAWAY as it starts the response, so it may come before or after it.
-	var goaway, ended bool
-	got := c.until(func(e h2Event) bool {
-		goaway = goaway || e.kind == "GOAWAY"
-		ended = ended || (e.stream == 3 && e.endStream)
-		return goaway && ended
-	})
-	var answered bool
-	for _, e := range got {
-		switch {
-		case e.kind == "HEADERS" && e.stream == 3:
-			answered = e.status == "200"
-			for _, h := range e.header {
-				if h == "connection" {
-					t.Error("HTTP/2 response carries a Connection header")
-				}
+	for _, c := range []struct {
+		name   string
+		conn   *h2Conn
+		lastID uint32
+	}{{"busy", busy, 1}, {"used", used, 1}, {"fresh", fresh, 0}} {
+		got := c.conn.until(func(e h2Event) bool { return e.kind == "GOAWAY" })
+		if e := got[len(got)-1]; e.code != http2.ErrCodeNo || e.lastID != c.lastID {
+			t.Errorf("%s connection: GOAWAY %v, last stream %d; want NO_ERROR, %d", c.name, e.code, e.lastID, c.lastID)
+		}
+		for _, e := range got {
+			if e.kind == "RST_STREAM" {
+				t.Errorf("%s connection: stream %d reset (%v) by the drain", c.name, e.stream, e.code)
 			}
-		case e.kind == "RST_STREAM":
-			t.Errorf("stream %d reset (%v) by the drain", e.stream, e.code)
-		case e.kind == "GOAWAY" && (e.code != http2.ErrCodeNo || e.lastID < 3):
-			t.Errorf("GOAWAY %v last stream %d; want NO_ERROR covering streams 1 and 3", e.code, e.lastID)
 		}
 	}
-	if !answered {
-		t.Errorf("stream 3 not answered 200: %+v", got)
-	}
 	close(release)
-	got = c.until(func(e h2Event) bool { return e.stream == 1 && e.endStream })
-	if got[0].kind != "HEADERS" || got[0].stream != 1 || got[0].status != "200" {
-		t.Errorf("in-flight stream 1 after the GOAWAY: %+v, want its 200", got)
+	got := busy.until(func(e h2Event) bool { return e.stream == 1 && e.endStream })
+	for _, e := range got {
+		if e.kind == "HEADERS" && e.stream == 1 && e.status != "200" {
+			t.Errorf("in-flight stream 1 after the GOAWAY: %+v, want its 200", e)
+		}
+		if e.kind == "RST_STREAM" {
+			t.Errorf("stream %d reset (%v)", e.stream, e.code)
+		}
 	}
 }
 
 // The same over TLS with ALPN, through net/http's client: an in-flight stream completes, and the
-// request after the drain's first response goes out on a new connection.
+// requests after the drain go out on new connections, without a request on the old one first.
 func TestDrainMovesTLSHTTP2Callers(t *testing.T) {
 	ts := httptest.NewUnstartedServer(nil)
 	ts.EnableHTTP2 = true
@@ -255,16 +256,21 @@ func TestDrainMovesTLSHTTP2Callers(t *testing.T) {
 		resp.Body.Close()
 		return string(b), reused
 	}
+	if proto, _ := send("/quick"); proto != "HTTP/2.0" {
+		t.Fatalf("before the drain: %s, want HTTP/2.0", proto)
+	}
 	slow := make(chan string, 1)
 	go func() { p, _ := send("/slow"); slow <- p }()
 	<-entered
+	// The drain's GOAWAY reaches the client on its own: the idle connection is not used again.
 	s.Drain("test")
-	if proto, reused := send("/quick"); proto != "HTTP/2.0" || !reused {
-		t.Errorf("first request while draining: %s reused=%v, want HTTP/2.0 on the open connection", proto, reused)
-	}
-	if proto, reused := send("/quick"); proto != "HTTP/2.0" || reused {
-		t.Errorf("second request while draining: %s reused=%v, want a new connection", proto, reused)
-	}
+	eventually(t, "a request after the drain on a new connection", func() bool {
+		proto, reused := send("/quick")
+		if proto != "HTTP/2.0" {
+			t.Fatalf("after the drain: %q, want HTTP/2.0", proto)
+		}
+		return !reused
+	})
 	close(release)
 	if p := <-slow; p != "HTTP/2.0" {
 		t.Errorf("in-flight stream answered %q, want its HTTP/2.0 response", p)

@@ -174,3 +174,17 @@ func post(t *testing.T, url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
+
+// eventually waits until cond holds, checking it every few milliseconds, for at most 20 s: a
+// condition, not a sleep, ends the wait (graceful's tests stay without Gomega, so that the module
+// adds nothing to a service's graph).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

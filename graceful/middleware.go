@@ -37,6 +37,36 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveLive(w)
 		return
 	}
+	st, ok := s.begin()
+	if !ok {
+		s.reject(w)
+		return
+	}
+	defer s.finish()
+	if st == Draining {
+		// HTTP/1.1: the connection closes after this response. HTTP/2 (a connection opened
+		// since the drain's GOAWAY): GOAWAY instead, and the streams in flight complete.
+		h := w.Header()
+		h["Connection"] = closeValue
+		h[DrainingHeader] = oneValue
+	}
+	m.next.ServeHTTP(w, r)
+}
+
+// Begin counts a request that the app serves other than through an http.Handler that Run or
+// Wrap wrapped (a gRPC call, for one: graceful/grpcgraceful uses it), so that the stop waits for
+// it and Status reports it. It returns false, having counted nothing, once the server is stopping:
+// answer that the request was not processed. After true, call End once the request is done.
+func (s *Server) Begin() bool {
+	_, ok := s.begin()
+	return ok
+}
+
+// End ends a request that Begin counted.
+func (s *Server) End() { s.finish() }
+
+// begin counts a request unless the server is stopping, and returns the state it saw.
+func (s *Server) begin() (State, bool) {
 	s.inFlight.Add(1)
 	// Checked after counting: stop() switches the state and then waits for the count, so a
 	// request is either counted before the switch (and awaited) or sees it (and is turned
@@ -44,20 +74,11 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := State(s.state.Load())
 	if st >= Stopping {
 		s.finish()
-		s.reject(w)
-		return
+		return st, false
 	}
-	defer s.finish()
 	s.total.Add(1)
 	s.last.Store(int64(time.Since(s.start)) + 1)
-	if st == Draining {
-		// HTTP/1.1: the connection closes after this response. HTTP/2: net/http sends GOAWAY
-		// instead, and the connection's streams in flight complete.
-		h := w.Header()
-		h["Connection"] = closeValue
-		h[DrainingHeader] = oneValue
-	}
-	m.next.ServeHTTP(w, r)
+	return st, true
 }
 
 // finish uncounts a request and, once stopping, wakes the stop when it was the last one.

@@ -140,6 +140,14 @@ func (s *Server) startComponents(ctx context.Context) ([]Component, error) {
 // startServers opens every listener first, so that a busy port fails the start before anything
 // serves, then serves the app servers. The admin server is returned to be served once running.
 func (s *Server) startServers() (*http.Server, net.Listener, error) {
+	s.mu.Lock()
+	for i, srv := range s.cfg.Servers {
+		if err := s.serveHTTP2Locked(srv); err != nil {
+			s.mu.Unlock()
+			return nil, nil, fmt.Errorf("graceful: Config.Servers[%d]: HTTP/2: %w", i, err)
+		}
+	}
+	s.mu.Unlock()
 	lns := make([]net.Listener, len(s.cfg.Servers))
 	closeAll := func() {
 		for _, ln := range lns {

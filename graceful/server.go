@@ -31,7 +31,8 @@ var ErrForced = errors.New("graceful: stop forced past a deadline")
 // Config configures a Server. Durations left at zero take the defaults above; negative ones are
 // an error.
 type Config struct {
-	// Servers are the app's HTTP servers. Run wraps each Handler with the in-flight accounting
+	// Servers are the app's HTTP servers (none when it serves only through components, such as
+	// gRPC with graceful/grpcgraceful). Run wraps each Handler with the in-flight accounting
 	// middleware, sets BaseContext (so it can cancel handlers at the stop deadline), and serves
 	// on Listeners[i] when given, else on Addr. A server with TLSConfig carrying a certificate is
 	// served with TLS (and HTTP/2 when its Protocols allow it). Run owns the Listeners: they are
@@ -112,6 +113,7 @@ type Server struct {
 
 	base       context.Context
 	cancelBase context.CancelFunc
+	http2Hooks []*http.Server // guarded by mu; see serveHTTP2Locked
 	adminAddr  atomic.Pointer[string]
 	addrs      atomic.Pointer[[]string]
 }
@@ -138,9 +140,6 @@ func New(cfg Config) (*Server, error) {
 }
 
 func checkConfig(cfg *Config) error {
-	if len(cfg.Servers) == 0 {
-		return errors.New("graceful: Config.Servers is empty: give at least one *http.Server")
-	}
 	if len(cfg.Listeners) > 0 && len(cfg.Listeners) != len(cfg.Servers) {
 		return fmt.Errorf("graceful: %d Listeners for %d Servers: give one per server or none", len(cfg.Listeners), len(cfg.Servers))
 	}
@@ -325,11 +324,14 @@ func (s *Server) Drain(reason string) {
 	case Starting:
 		s.log.Info("drain requested while starting: draining as soon as running", "reason", reason)
 	case Running:
-		// Idle connections are left open on purpose: closing one races a caller that is
-		// writing a request on it, which fails a request that cannot be retried. Each
-		// connection instead closes after its next response (Connection: close, or GOAWAY on
-		// HTTP/2); idle ones close at stop, by when callers have moved to other endpoints.
-		s.log.Info("draining: readiness fails, connections close after their current request", "reason", reason)
+		// HTTP/2 can tell an idle connection to go away without a race: GOAWAY names the last
+		// stream the server processes, and the caller sends the others again elsewhere.
+		s.goAwayHTTP2()
+		// Idle HTTP/1.1 connections are left open on purpose: closing one races a caller that
+		// is writing a request on it, which fails a request that cannot be retried. Each
+		// connection instead closes after its next response (Connection: close); idle ones
+		// close at stop, by when callers have moved to other endpoints.
+		s.log.Info("draining: readiness fails, HTTP/2 connections got GOAWAY, HTTP/1.1 ones close after their next request", "reason", reason)
 	}
 }
 

@@ -32,7 +32,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		cfg  graceful.Config
 		want string
 	}{
-		{"no servers", graceful.Config{}, "Config.Servers is empty"},
 		{"nil server", graceful.Config{Servers: []*http.Server{nil}}, "Config.Servers[0] is nil"},
 		{"own BaseContext", graceful.Config{Servers: []*http.Server{{BaseContext: func(net.Listener) context.Context { return context.Background() }}}}, "BaseContext is set"},
 		{"listeners do not match", graceful.Config{Servers: srv(), Listeners: make([]net.Listener, 2)}, "2 Listeners for 1 Servers"},
@@ -59,6 +58,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		})
 	}
 	for _, cfg := range []graceful.Config{
+		{}, // an app that serves only through components, gRPC for one
 		{Servers: srv(), AdminAddr: "0.0.0.0:9901", AllowPublicAdmin: true},
 		{Servers: srv(), AdminAddr: "127.0.0.1:9901"},
 		{Servers: srv(), AdminAddr: "[::1]:9901"},

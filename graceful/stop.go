@@ -39,12 +39,15 @@ func (s *Server) stop(started []Component, stopAt time.Time) error {
 	}
 	s.cancelBase()
 
+	// HTTP/2 connections opened while draining and idle since: net/http's Shutdown does not
+	// know they are HTTP/2 (graceful serves them) and would wait for them until the deadline.
+	s.goAwayHTTP2()
 	var forced error
 	if handlersDone {
-		// Shutdown closes the listeners and idle connections, sends GOAWAY on HTTP/2, and
-		// returns once every connection is closed, which is after the last responses were
-		// written out: the handler count alone would let Close cut responses still in the
-		// buffers.
+		// Shutdown closes the listeners and idle connections and returns once every connection
+		// is closed (HTTP/2 ones once their GOAWAY is through), which is after the last
+		// responses were written out: the handler count alone would let Close cut responses
+		// still in the buffers.
 		ctx, cancel := context.WithDeadline(context.Background(), closeBy)
 		if shutdownAll(ctx, s.cfg.Servers); ctx.Err() != nil {
 			s.log.Warn("connections still open at the deadline: closing them", "took", time.Since(t0).Round(time.Millisecond))
