@@ -13,7 +13,7 @@ BIN := $(CURDIR)/bin
 LDFLAGS := -s -w -X main.version=$(VERSION)
 # The Go modules: the root, and those services import without the controller's dependencies.
 # The root's ./... stops at a nested go.mod, so test, bench, lint and verify run in each.
-GO_MODULES := . graceful graceful/consulpick registry/consulwatch
+GO_MODULES := . graceful graceful/consulpick graceful/grpcgraceful registry/consulwatch
 # $(call in_each_module,cmd) runs cmd in every module, all of them even after a failure, and
 # fails if any failed.
 in_each_module = rc=0; for m in $(GO_MODULES); do echo "== module $$m"; (cd "$$m" && $(1)) || rc=1; done; exit $$rc
@@ -44,6 +44,12 @@ bench: tools ## benchmarks behind docs/benchmarks.md
 	LASTCALL_CONSUL_BIN=$$(hack/build-consul.sh); KUBEBUILDER_ASSETS=$$(hack/envtest-assets.sh); \
 	export LASTCALL_CONSUL_BIN KUBEBUILDER_ASSETS; \
 	$(call in_each_module,go test -run '^$$' -bench . -benchmem ./...)
+
+.PHONY: bench-dataplane
+bench-dataplane: ## lastcall-node's real nft, netlink and iptables-nft reads at 50,000 endpoints, in a network namespace (root; ~10 min)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/lastcall-node ./cmd/lastcall-node
+	LASTCALL_DATAPLANE_BENCH=1 LASTCALL_NODE_BIN=$(BIN)/lastcall-node \
+	  go test -count=1 -timeout 60m -run '^TestDumpCommands$$' -v ./registry/endpoints/dataplane/dumpbench/
 
 .PHONY: lint
 lint: ## gofmt, go vet and golangci-lint
@@ -107,6 +113,11 @@ e2e: kind-up ## the full e2e: every scenario on both paths, 3 runs each, control
 .PHONY: e2e-dataplane
 e2e-dataplane: kind-up ## the slow-dataplane e2e (kube-proxy minSyncPeriod 10s, a new-connection caller): lastcall with lastcall-node fails nothing, --settle only and preStop sleep 5 must fail
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=slow-dataplane || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
+
+.PHONY: e2e-faults
+e2e-faults: kind-up ## faults under load (Consul restart and hang, leader killed, API outage, force delete, grace squeeze, bad input, 50 at once): report in out/e2e/…/faults.md
+	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=faults || rc=$$?; \
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
 .PHONY: clean
