@@ -27,7 +27,13 @@ type ProcMeter struct {
 
 	prev  map[inboundKey]struct{}
 	conns uint64
+	// lastRequest is the app's last request start at the latest sample (zero: unknown).
+	lastRequest time.Time
 }
+
+// LastMoved is when the app says its last request started, as of the latest sample; zero
+// without the app or before its first request.
+func (m *ProcMeter) LastMoved() time.Time { return m.lastRequest }
 
 // Activity implements Meter.
 func (m *ProcMeter) Activity(ctx context.Context) (uint64, error) {
@@ -56,6 +62,10 @@ func (m *ProcMeter) Activity(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 		total += st.RequestsTotal
+		m.lastRequest = time.Time{}
+		if t, err := time.Parse(time.RFC3339Nano, st.LastRequest); err == nil {
+			m.lastRequest = t
+		}
 	}
 	return total, nil
 }
@@ -84,14 +94,28 @@ func (m *ProcMeter) sockets() ([]Socket, error) {
 	return all, nil
 }
 
+// lastMover is a Meter that knows when it last moved before its first sample: the app's last
+// request, when the app reports it.
+type lastMover interface {
+	LastMoved() time.Time
+}
+
 // AwaitQuiet returns once the meter has not moved for quiet, sampling every interval; a meter
 // error ends the wait with that error. Sampling is the only way to see the absence of traffic.
+// When the meter knows when it last moved (the app's last request), the quiet window counts
+// from then rather than from the first sample: traffic that stopped during the registry waits
+// (the caller's node stopped routing before the slowest node did) is not waited for twice.
 func AwaitQuiet(ctx context.Context, m Meter, quiet, every time.Duration) error {
 	last, err := m.Activity(ctx)
 	if err != nil {
 		return err
 	}
 	since := time.Now()
+	if lm, ok := m.(lastMover); ok {
+		if t := lm.LastMoved(); !t.IsZero() && t.Before(since) {
+			since = t
+		}
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for time.Since(since) < quiet {
