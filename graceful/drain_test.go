@@ -6,21 +6,19 @@
 package graceful_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/lastcall-dev/lastcall/graceful"
+	"github.com/lastcall-dev/lastcall/graceful/internal/h2test"
 )
 
 // Draining must not close idle HTTP/1.1 connections (that races a caller writing on one); each
@@ -60,113 +58,6 @@ func TestDrainClosesHTTP1ConnectionsAfterTheirNextResponse(t *testing.T) {
 	}
 }
 
-// h2Conn is a raw HTTP/2 client connection, to see the frames the server sends.
-type h2Conn struct {
-	t      *testing.T
-	wmu    sync.Mutex
-	fr     *http2.Framer
-	enc    *hpack.Encoder
-	encBuf bytes.Buffer
-	events chan h2Event
-}
-
-// h2Event is what the test needs of a frame, copied out of the framer's buffers.
-type h2Event struct {
-	kind      string // SETTINGS, HEADERS, DATA, GOAWAY, RST_STREAM
-	stream    uint32
-	status    string
-	header    []string // header names
-	endStream bool
-	lastID    uint32
-	code      http2.ErrCode
-}
-
-func dialH2(t *testing.T, addr string) *h2Conn {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	c := &h2Conn{t: t, fr: http2.NewFramer(conn, conn), events: make(chan h2Event, 64)}
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.enc = hpack.NewEncoder(&c.encBuf)
-	c.write(func() error { return c.fr.WriteSettings() })
-	go c.read()
-	return c
-}
-
-func (c *h2Conn) write(f func() error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := f(); err != nil {
-		c.t.Error(err)
-	}
-}
-
-func (c *h2Conn) read() {
-	defer close(c.events)
-	for {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				c.write(func() error { return c.fr.WriteSettingsAck() })
-				c.events <- h2Event{kind: "SETTINGS"}
-			}
-		case *http2.MetaHeadersFrame:
-			e := h2Event{kind: "HEADERS", stream: f.StreamID, status: f.PseudoValue("status"), endStream: f.StreamEnded()}
-			for _, hf := range f.RegularFields() {
-				e.header = append(e.header, hf.Name)
-			}
-			c.events <- e
-		case *http2.DataFrame:
-			c.events <- h2Event{kind: "DATA", stream: f.StreamID, endStream: f.StreamEnded()}
-		case *http2.GoAwayFrame:
-			c.events <- h2Event{kind: "GOAWAY", lastID: f.LastStreamID, code: f.ErrCode}
-		case *http2.RSTStreamFrame:
-			c.events <- h2Event{kind: "RST_STREAM", stream: f.StreamID, code: f.ErrCode}
-		}
-	}
-}
-
-func (c *h2Conn) get(stream uint32, authority, path string) {
-	c.write(func() error {
-		c.encBuf.Reset()
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", authority}, {":path", path}} {
-			_ = c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: c.encBuf.Bytes(), EndStream: true, EndHeaders: true})
-	})
-}
-
-// until collects events until one satisfies done.
-func (c *h2Conn) until(done func(h2Event) bool) []h2Event {
-	c.t.Helper()
-	var got []h2Event
-	timeout := time.After(10 * time.Second)
-	for {
-		select {
-		case e, ok := <-c.events:
-			if !ok {
-				c.t.Fatalf("connection closed; frames so far: %+v", got)
-			}
-			got = append(got, e)
-			if done(e) {
-				return got
-			}
-		case <-timeout:
-			c.t.Fatalf("timed out; frames so far: %+v", got)
-		}
-	}
-}
-
 // Draining sends GOAWAY (no error) on every HTTP/2 connection at once, idle ones included, not
 // only with its next response: it names the last stream the server processes, so the streams in
 // flight complete and the caller sends new requests on a new connection.
@@ -179,40 +70,63 @@ func TestDrainSendsGOAWAYOnEveryHTTP2ConnectionWithoutFailingStreamsInFlight(t *
 		}
 		_, _ = io.WriteString(w, "ok")
 	}), graceful.Config{})
-	busy := dialH2(t, in.addr)
-	busy.get(1, in.addr, "/slow")
+	busy := h2test.Dial(t, in.addr)
+	busy.Get(1, in.addr, "/slow")
 	<-entered
-	used := dialH2(t, in.addr)
-	used.get(1, in.addr, "/quick")
-	used.until(func(e h2Event) bool { return e.stream == 1 && e.endStream })
-	fresh := dialH2(t, in.addr) // no request yet
-	fresh.until(func(e h2Event) bool { return e.kind == "SETTINGS" })
+	used := h2test.Dial(t, in.addr)
+	used.Get(1, in.addr, "/quick")
+	used.Until(h2test.StreamEnded(1))
+	fresh := h2test.Dial(t, in.addr) // no request yet
+	fresh.Until(func(e h2test.Event) bool { return e.Kind == "SETTINGS" })
 
 	in.srv.Drain("test")
 	for _, c := range []struct {
 		name   string
-		conn   *h2Conn
+		conn   *h2test.Conn
 		lastID uint32
 	}{{"busy", busy, 1}, {"used", used, 1}, {"fresh", fresh, 0}} {
-		got := c.conn.until(func(e h2Event) bool { return e.kind == "GOAWAY" })
-		if e := got[len(got)-1]; e.code != http2.ErrCodeNo || e.lastID != c.lastID {
-			t.Errorf("%s connection: GOAWAY %v, last stream %d; want NO_ERROR, %d", c.name, e.code, e.lastID, c.lastID)
+		got := c.conn.Until(func(e h2test.Event) bool { return e.Kind == "GOAWAY" })
+		if e := got[len(got)-1]; e.Code != http2.ErrCodeNo || e.LastID != c.lastID {
+			t.Errorf("%s connection: GOAWAY %v, last stream %d; want NO_ERROR, %d", c.name, e.Code, e.LastID, c.lastID)
 		}
 		for _, e := range got {
-			if e.kind == "RST_STREAM" {
-				t.Errorf("%s connection: stream %d reset (%v) by the drain", c.name, e.stream, e.code)
+			if e.Kind == "RST_STREAM" {
+				t.Errorf("%s connection: stream %d reset (%v) by the drain", c.name, e.Stream, e.Code)
 			}
 		}
 	}
 	close(release)
-	got := busy.until(func(e h2Event) bool { return e.stream == 1 && e.endStream })
+	got := busy.Until(h2test.StreamEnded(1))
 	for _, e := range got {
-		if e.kind == "HEADERS" && e.stream == 1 && e.status != "200" {
+		if e.Kind == "HEADERS" && e.Stream == 1 && e.Fields[":status"] != "200" {
 			t.Errorf("in-flight stream 1 after the GOAWAY: %+v, want its 200", e)
 		}
-		if e.kind == "RST_STREAM" {
-			t.Errorf("stream %d reset (%v)", e.stream, e.code)
+		if e.Kind == "RST_STREAM" {
+			t.Errorf("stream %d reset (%v)", e.Stream, e.Code)
 		}
+	}
+}
+
+// A connection opened while draining and left idle gets its GOAWAY at the stop, so that the stop
+// does not wait for it until the deadline.
+func TestStopSendsGOAWAYOnHTTP2ConnectionsOpenedWhileDraining(t *testing.T) {
+	in := startInstance(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		graceful.Config{RollbackGrace: 10 * time.Second})
+	in.srv.Drain("test")
+	late := h2test.Dial(t, in.addr)
+	late.Until(func(e h2test.Event) bool { return e.Kind == "SETTINGS" })
+	t0 := time.Now()
+	in.srv.Shutdown()
+	got := late.Until(func(e h2test.Event) bool { return e.Kind == "GOAWAY" })
+	if e := got[len(got)-1]; e.Code != http2.ErrCodeNo || e.LastID != 0 {
+		t.Errorf("GOAWAY %v, last stream %d; want NO_ERROR, 0", e.Code, e.LastID)
+	}
+	if err := in.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	// x/net closes a connection 1 s after its GOAWAY when the client does not.
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Errorf("the stop took %s: it waited for the idle HTTP/2 connection", took)
 	}
 }
 
