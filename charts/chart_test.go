@@ -172,7 +172,12 @@ func normalize(rules []rbacv1.PolicyRule) []string {
 		for _, g := range r.APIGroups {
 			for _, res := range r.Resources {
 				for _, v := range r.Verbs {
-					out = append(out, g+"/"+res+":"+v)
+					if len(r.ResourceNames) == 0 {
+						out = append(out, g+"/"+res+":"+v)
+					}
+					for _, n := range r.ResourceNames { // a rule on named objects only
+						out = append(out, g+"/"+res+"/"+n+":"+v)
+					}
 				}
 			}
 		}

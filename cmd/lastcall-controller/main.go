@@ -11,9 +11,12 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,10 +24,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/lastcall-dev/lastcall/controllers"
 	"github.com/lastcall-dev/lastcall/controllers/dataplane"
+	"github.com/lastcall-dev/lastcall/controllers/inject"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	"github.com/lastcall-dev/lastcall/controllers/webhook"
 	"github.com/lastcall-dev/lastcall/registry"
 	"github.com/lastcall-dev/lastcall/registry/adapters"
 	"github.com/lastcall-dev/lastcall/registry/envflag"
@@ -43,6 +49,11 @@ type options struct {
 	zap                    zap.Options
 	// controllers are the reconcilers' settings; its Set holds every registry's options.
 	controllers controllers.Config
+	// webhook is the injection webhook's; on when its port is set.
+	webhook        webhook.Config
+	webhookService string
+	injectMode     string
+	injectPull     string
 }
 
 // vars lists the controller's settings: its own, then the registries' and the drain budget's,
@@ -66,9 +77,65 @@ func (o *options) vars() []envflag.Var {
 		{Flag: "kube-api-qps", Env: "LASTCALL_KUBE_API_QPS", Default: "50", Help: "sustained rate of requests to the Kubernetes API", Set: envflag.Float(&o.qps)},
 		{Flag: "kube-api-burst", Env: "LASTCALL_KUBE_API_BURST", Default: "100", Help: "burst of requests to the Kubernetes API", Set: envflag.Int(&o.burst, 1)},
 	}
+	vars = append(vars, o.webhookVars()...)
 	vars = append(vars, c.Set.Vars()...)
 	return append(vars, c.Drain.Vars()...)
 }
+
+// webhookVars are the injection webhook's settings (issue 16); the drain budget it passes to
+// the hook is --max-wait and --reserve.
+func (o *options) webhookVars() []envflag.Var {
+	w := &o.webhook
+	return []envflag.Var{
+		{Flag: "webhook-port", Env: "LASTCALL_WEBHOOK_PORT", Default: "0", Help: "serve the injection webhook (pods labelled " + inject.Label + "=true, or in a namespace so labelled) over HTTPS on this port; 0 turns it off", Set: envflag.Int(&w.Port, 0)},
+		{Flag: "webhook-namespace", Env: "LASTCALL_WEBHOOK_NAMESPACE", Help: "namespace of the webhook's Service and certificate Secret (default: the pod's own)", Set: envflag.String(&w.Namespace)},
+		{Flag: "webhook-service", Env: "LASTCALL_WEBHOOK_SERVICE", Default: "lastcall-webhook", Help: "Service the API server calls the webhook through; the serving certificate is made for its DNS names", Set: envflag.String(&o.webhookService)},
+		{Flag: "webhook-config-name", Env: "LASTCALL_WEBHOOK_CONFIG_NAME", Default: "lastcall-webhook", Help: "MutatingWebhookConfiguration whose caBundle the controller keeps current", Set: envflag.String(&w.ConfigName)},
+		{Flag: "webhook-cert-secret", Env: "LASTCALL_WEBHOOK_CERT_SECRET", Default: "lastcall-webhook-cert", Help: "Secret holding the webhook's CA and serving certificate (tls.crt, tls.key)", Set: envflag.String(&w.SecretName)},
+		{Flag: "webhook-manage-cert", Env: "LASTCALL_WEBHOOK_MANAGE_CERT", Default: "true", Bool: true, Help: "make and rotate the CA and serving certificate in that Secret and the caBundle (false: serve what cert-manager writes there)", Set: envflag.Bool(&w.ManageCert)},
+		{Flag: "webhook-cert-validity", Env: "LASTCALL_WEBHOOK_CERT_VALIDITY", Default: "2160h", Help: "lifetime of the serving certificate, renewed when a third is left; the CA lives four times as long and is replaced the same way", Set: envflag.PositiveDuration(&w.Cert.Validity)},
+		{Flag: "inject-image", Env: "LASTCALL_INJECT_IMAGE", Default: "lastcall-prestop:" + version, Help: "lastcall-prestop image the webhook injects the helper from", Set: envflag.String(&w.Inject.Image)},
+		{Flag: "inject-image-pull-policy", Env: "LASTCALL_INJECT_IMAGE_PULL_POLICY", Default: string(corev1.PullIfNotPresent), Help: "pull policy of that image: Always, IfNotPresent or Never", Set: envflag.OneOf(&o.injectPull, string(corev1.PullAlways), string(corev1.PullIfNotPresent), string(corev1.PullNever))},
+		{Flag: "inject-mode", Env: "LASTCALL_INJECT_MODE", Default: string(inject.ModeInitContainer), Help: "how the helper reaches the pod: init-container (copied into an emptyDir) or image-volume (the image mounted as a volume; needs image volumes, KEP-4639)", Set: envflag.OneOf(&o.injectMode, inject.Modes...)},
+		{Flag: "inject-consul-addr", Env: "LASTCALL_INJECT_CONSUL_ADDR", Help: "Consul address given to injected pods that name a Consul service and set none themselves, e.g. http://$(HOST_IP):8500 for an agent on every node", Set: envflag.String(&w.Inject.ConsulAddr)},
+	}
+}
+
+// webhookConfig completes the webhook's settings from the others once they are parsed.
+func (o *options) webhookConfig(readFile func(string) ([]byte, error)) error {
+	w := &o.webhook
+	if w.Port == 0 {
+		return nil
+	}
+	if w.Port > 65535 {
+		return fmt.Errorf("--webhook-port %d: want a port number, 1 to 65535 (0 turns the webhook off)", w.Port)
+	}
+	if w.Namespace == "" {
+		ns, err := readFile(serviceAccountNamespace)
+		if err != nil {
+			return errors.New("--webhook-namespace is not set and the pod's namespace is unknown (not in a cluster): set it")
+		}
+		w.Namespace = strings.TrimSpace(string(ns))
+	}
+	if w.Inject.Image == "" {
+		return errors.New("--inject-image is empty: name the lastcall-prestop image")
+	}
+	svc := o.webhookService + "." + w.Namespace
+	w.Cert.DNSNames = []string{svc + ".svc", svc + ".svc.cluster.local", svc}
+	w.Cert.CAValidity = 4 * w.Cert.Validity
+	w.Inject.Mode = inject.Mode(o.injectMode)
+	w.Inject.PullPolicy = corev1.PullPolicy(o.injectPull)
+	w.Inject.Drain = o.controllers.Drain
+	w.Inject.Adapters = o.controllers.Set.Adapters()
+	w.Inject.Resources = inject.DefaultResources()
+	return nil
+}
+
+// serviceAccountNamespace is where Kubernetes writes the pod's namespace; tests replace
+// readNamespaceFile.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+var readNamespaceFile = os.ReadFile
 
 // parse reads args (on fs, which also carries controller-runtime's --kubeconfig), then env, then
 // defaults, for the controller and every registry in table. --help writes usage and returns
@@ -88,7 +155,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 		*help = true
 	}
 	if *help {
-		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines, unsafe-settings warnings and (with --dataplane-agents) dataplane confirmation for pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label)
+		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines, unsafe-settings warnings and (with --dataplane-agents) dataplane confirmation for pods labelled %s=true; with --webhook-port, the webhook that injects lastcall into pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label, inject.Label)
 		bound.Usage(usage)
 		return o, flag.ErrHelp
 	}
@@ -96,6 +163,9 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 		return o, fmt.Errorf("unexpected argument %q: lastcall-controller takes only flags (see --help)", fs.Arg(0))
 	}
 	if err := bound.Apply(getenv); err != nil || o.showVersion {
+		return o, err
+	}
+	if err := o.webhookConfig(readNamespaceFile); err != nil {
 		return o, err
 	}
 	if p := o.controllers.Dataplane.Port; p > 65535 {
@@ -135,7 +205,20 @@ func run(ctx context.Context, cfg *rest.Config, o options, log logr.Logger) erro
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "lastcall-controller/" + version
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	var hook *webhook.Webhook
+	var webhookServer ctrlwebhook.Server
+	if o.webhook.Port > 0 {
+		clientset, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("webhook client: %w", err)
+		}
+		if hook, err = webhook.New(clientset, o.webhook, log.WithName("webhook")); err != nil {
+			return err
+		}
+		webhookServer = hook.Server()
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		WebhookServer:           webhookServer,
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
@@ -152,6 +235,11 @@ func run(ctx context.Context, cfg *rest.Config, o options, log logr.Logger) erro
 	if err := controllers.Setup(mgr, cc); err != nil {
 		return fmt.Errorf("set up reconcilers: %w", err)
 	}
+	if hook != nil {
+		if err := hook.Setup(mgr); err != nil {
+			return fmt.Errorf("set up the injection webhook: %w", err)
+		}
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -159,6 +247,6 @@ func run(ctx context.Context, cfg *rest.Config, o options, log logr.Logger) erro
 		return err
 	}
 	log.WithName("setup").Info("starting", "version", version, "registries", cc.Registries, "leaderElection", o.leaderElect,
-		"drainBudget", cc.Drain.MaxWait.String(), "reserve", cc.Drain.Reserve.String())
+		"drainBudget", cc.Drain.MaxWait.String(), "reserve", cc.Drain.Reserve.String(), "webhookPort", o.webhook.Port)
 	return mgr.Start(ctx)
 }

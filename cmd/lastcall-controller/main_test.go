@@ -50,7 +50,7 @@ func parseArgs(args []string, env map[string]string, table []registry.Adapter) (
 func TestManagerServesProbesAndMetrics(t *testing.T) {
 	cfg := apitest.Shared(t)
 	table := append(adapters.All(), memory.Adapter(memory.New("mem", memory.Immediate)))
-	o, err := parseArgs([]string{"--metrics-bind-address", freeAddr(t), "--health-probe-bind-address", freeAddr(t), "--registries=auto,mem"}, nil, table)
+	o, err := parseArgs(append([]string{"--metrics-bind-address", freeAddr(t), "--health-probe-bind-address", freeAddr(t), "--registries=auto,mem"}, webhookArgs(t)...), nil, table)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +85,7 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 			g.Expect(body).To(gomega.ContainSubstring(u.want))
 		}).WithTimeout(20*time.Second).WithPolling(50*time.Millisecond).Should(gomega.Succeed(), u.url)
 	}
+	checkWebhookServed(t, cfg, o)
 }
 
 func TestParse(t *testing.T) {

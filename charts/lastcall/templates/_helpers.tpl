@@ -23,3 +23,11 @@ the release name, so two releases never claim the same object. */ -}}
 {{- define "lastcall.prestopRole" -}}
 {{- printf "%s-prestop" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{- /* The injection webhook's Service and MutatingWebhookConfiguration, and its certificate Secret. */ -}}
+{{- define "lastcall.webhookName" -}}
+{{- printf "%s-webhook" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "lastcall.webhookSecret" -}}
+{{- printf "%s-webhook-cert" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
