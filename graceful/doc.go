@@ -8,9 +8,11 @@
 //
 // Draining starts from the admin endpoint (POST /drain, which lastcall-prestop calls) or from
 // the first SIGTERM/SIGINT when no hook drained the server (Config.SignalDrain). The server keeps
-// serving, /readyz fails, every response carries "Connection: close" (over HTTP/2, net/http sends
-// a GOAWAY instead and streams in flight complete) and the DrainingHeader hint. Idle connections
-// are left open: closing one races a caller writing on it.
+// serving and /readyz fails. Every HTTP/2 connection gets a GOAWAY at once, idle ones too: its
+// streams in flight complete and the caller opens a new connection (graceful serves HTTP/2 with
+// golang.org/x/net/http2 for that, see serveHTTP2Locked). Every HTTP/1.1 response carries
+// "Connection: close"; idle HTTP/1.1 connections are left open, as closing one races a caller
+// writing on it. Responses carry the DrainingHeader hint.
 //
 // Stopping starts on SIGTERM (or Shutdown, or the end of Run's context). New requests get 503,
 // Retry-After and MarkerHeader: not processed. In-flight requests are counted, and the stop
@@ -29,7 +31,10 @@
 // The admin endpoint (loopback only, DefaultAdminAddr) answers GET /status with Status, which
 // lastcall-prestop reads to see traffic stop, and POST /drain.
 //
+// Begin and End count requests served outside an http.Handler: graceful/grpcgraceful serves gRPC
+// on a Server with them.
+//
 // graceful is its own module (github.com/lastcall-dev/lastcall/graceful) with the standard
-// library as its only dependency, at go 1.22, the oldest Go its code builds with; its tests need
-// Go 1.24.
+// library and golang.org/x/net as its only dependencies, at go 1.22, the oldest Go its code builds
+// with; its tests need Go 1.24.
 package graceful
