@@ -3,6 +3,12 @@ package consul
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -34,6 +40,11 @@ type Options struct {
 	// Token is the ACL token; api.DefaultConfig reads CONSUL_HTTP_TOKEN, CONSUL_CACERT and the
 	// other CONSUL_* variables as usual.
 	Token string
+	// Timeout bounds one request (a blocking query: its wait plus Timeout).
+	Timeout time.Duration
+	// AgentPort is the HTTP port of the agent on every node, reached at the node's catalog
+	// address with Addr's scheme.
+	AgentPort int
 }
 
 // Vars implements registry.Options.
@@ -56,6 +67,12 @@ func (o *Options) Vars(b registry.Binary) []envflag.Var {
 				Set:  envflag.String(&o.ServiceID)})
 	}
 	return append(vars,
+		envflag.Var{Flag: "consul-timeout", Env: "LASTCALL_CONSUL_TIMEOUT", Default: DefaultTimeout.String(),
+			Help: "longest one Consul request may take (a blocking query: its wait plus this); a failed request, or one answered by anything but Consul, drops the pooled connections so the next one dials and resolves the address again",
+			Set:  envflag.PositiveDuration(&o.Timeout)},
+		envflag.Var{Flag: "consul-agent-port", Env: "LASTCALL_CONSUL_AGENT_PORT", Default: strconv.Itoa(DefaultAgentPort),
+			Help: "HTTP port of the Consul agent on each node, reached at the node's catalog address: an instance another agent registered is removed through that agent, whose anti-entropy would restore it after a catalog removal (the catalog is used when that agent is down or unreachable)",
+			Set:  port(&o.AgentPort)},
 		envflag.Var{Flag: "consul-meta-key", Env: "LASTCALL_CONSUL_META_KEY", Default: DefaultMetaKey,
 			Help: "Consul service meta key that carries the pod UID",
 			Set:  envflag.String(&o.MetaKey)},
@@ -78,35 +95,94 @@ func (o *Options) Check(env registry.Env) error {
 	return nil
 }
 
+// DefaultAgentPort is Consul's HTTP port.
+const DefaultAgentPort = 8500
+
+func port(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return errors.New("want a port number, 1 to 65535")
+		}
+		*p = n
+		return nil
+	}
+}
+
 // New implements registry.Options.
 func (o *Options) New(env registry.Env) (registry.Registry, error) {
-	agent, err := o.client(o.Addr)
+	agent, err := o.client(o.Addr, nil)
 	if err != nil {
 		return nil, err
 	}
 	var servers []*api.Client
 	for _, s := range o.Servers {
-		c, err := o.client(s)
+		c, err := o.client(s, nil)
 		if err != nil {
 			return nil, err
 		}
 		servers = append(servers, c)
 	}
+	agents, err := o.agents()
+	if err != nil {
+		return nil, err
+	}
 	return New(Config{
 		Client: agent, Servers: servers, Service: o.Service, ServiceID: o.ServiceID, MetaKey: o.MetaKey,
-		Logger: env.Logger(),
+		Agents: agents, Logger: env.Logger(),
 	})
 }
 
-func (o *Options) client(addr string) (*api.Client, error) {
+// client is a client for addr with its own connection pool, or with the shared one when given.
+func (o *Options) client(addr string, shared *transport) (*api.Client, error) {
 	c := api.DefaultConfig()
 	c.Address = addr
 	if o.Token != "" {
 		c.Token = o.Token
 	}
+	rt := shared
+	if rt == nil {
+		// TLS settings (CONSUL_CACERT, ...) go onto the transport the way api.NewClient does it.
+		if _, err := api.NewHttpClient(c.Transport, c.TLSConfig); err != nil {
+			return nil, fmt.Errorf("consul client for %s: %w", addr, err)
+		}
+		rt = newTransport(c.Transport, o.Timeout)
+	}
+	c.HttpClient = &http.Client{Transport: rt}
 	cl, err := api.NewClient(c)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", addr, err)
 	}
 	return cl, nil
+}
+
+// agents makes clients for the agents on other nodes, at AgentPort with Addr's scheme, one per
+// node address; they share one connection pool, so the number of nodes does not multiply it.
+func (o *Options) agents() (func(string) (*api.Client, error), error) {
+	c := api.DefaultConfig()
+	scheme := c.Scheme // https with CONSUL_HTTP_SSL
+	if s, _, ok := strings.Cut(o.Addr, "://"); ok && (s == "http" || s == "https") {
+		scheme = s
+	}
+	if _, err := api.NewHttpClient(c.Transport, c.TLSConfig); err != nil {
+		return nil, fmt.Errorf("consul agents' client: %w", err)
+	}
+	shared := newTransport(c.Transport, o.Timeout)
+	var (
+		mu      sync.Mutex
+		clients = map[string]*api.Client{}
+	)
+	return func(nodeAddr string) (*api.Client, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c := clients[nodeAddr]; c != nil {
+			return c, nil
+		}
+		c, err := o.client(scheme+"://"+net.JoinHostPort(nodeAddr, strconv.Itoa(o.AgentPort)), shared)
+		if err != nil {
+			return nil, err
+		}
+		clients[nodeAddr] = c
+		return c, nil
+	}, nil
 }

@@ -35,7 +35,11 @@ type Config struct {
 	ServiceID string
 	// MetaKey is the service meta key holding the pod UID; DefaultMetaKey when empty.
 	MetaKey string
-	Logger  *slog.Logger
+	// Agents returns a client for the agent of a catalog node, given the node's address, so an
+	// instance that agent registered is removed through it; nil removes such instances
+	// through the catalog, where the agent's anti-entropy restores them.
+	Agents func(nodeAddress string) (*api.Client, error)
+	Logger *slog.Logger
 }
 
 // Registry implements registry.Registry on Consul.
@@ -171,24 +175,6 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) (regist
 		rc.Version = Version(index)
 	}
 	return rc, nil
-}
-
-// remove deregisters one instance: through the agent when node is empty, else from the catalog.
-func (r *Registry) remove(ctx context.Context, ref registry.Ref, node string) error {
-	var err error
-	if node == "" {
-		err = r.cfg.Client.Agent().ServiceDeregisterOpts(ref.ID, (&api.QueryOptions{}).WithContext(ctx))
-	} else {
-		dereg := &api.CatalogDeregistration{Node: node, ServiceID: ref.ID}
-		_, err = r.cfg.Client.Catalog().Deregister(dereg, (&api.WriteOptions{}).WithContext(ctx))
-	}
-	if isNotFound(err) {
-		return nil // already gone: deregistration is idempotent
-	}
-	if err != nil {
-		return fmt.Errorf("consul: deregister %s: %w", ref, err)
-	}
-	return nil
 }
 
 // AwaitPropagated implements registry.Registry: on every server, a chain of blocking stale

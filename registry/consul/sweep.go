@@ -2,9 +2,7 @@ package consul
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/hashicorp/consul/api"
 
@@ -38,26 +36,4 @@ func (r *Registry) Registrations(ctx context.Context) ([]registry.Registration, 
 		}
 	}
 	return out, nil
-}
-
-// Remove deregisters one instance. An instance of the agent this registry talks to goes through
-// that agent, whose anti-entropy would otherwise restore it; others through the catalog.
-func (r *Registry) Remove(ctx context.Context, reg registry.Registration) error {
-	node := reg.Where
-	if node != "" {
-		self, err := r.cfg.Client.Agent().NodeName()
-		if err != nil {
-			return fmt.Errorf("consul: read agent node name: %w", err)
-		}
-		if node == self {
-			node = ""
-		}
-	}
-	return r.remove(ctx, reg.Ref, node)
-}
-
-// isNotFound reports a 404 from Consul.
-func isNotFound(err error) bool {
-	se := api.StatusError{}
-	return errors.As(err, &se) && se.Code == http.StatusNotFound
 }

@@ -60,20 +60,26 @@ var ErrNoBinary = errors.New(BinaryEnv + " is not set: build consul with hack/bu
 
 // New runs an agent until Close, for callers that have no test at hand (TestMain).
 func New() (*Agent, error) {
-	bin := os.Getenv(BinaryEnv)
-	if bin == "" {
-		return nil, ErrNoBinary
-	}
 	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), out: &bytes.Buffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(ports[0]), "-server-port", strconv.Itoa(ports[1]),
+	return start("127.0.0.1", ports[0], "-dev", "-server-port", strconv.Itoa(ports[1]),
 		"-serf-lan-port", strconv.Itoa(ports[2]), "-serf-wan-port", strconv.Itoa(ports[3]),
-		"-dns-port", strconv.Itoa(ports[4]), "-grpc-port", "-1", "-grpc-tls-port", "-1",
-		"-log-level", "warn")
+		"-dns-port", strconv.Itoa(ports[4]))
+}
+
+// start runs consul agent with args, bound to ip and serving HTTP on httpPort there, and waits
+// until it can serve the catalog.
+func start(ip string, httpPort int, args ...string) (*Agent, error) {
+	bin := os.Getenv(BinaryEnv)
+	if bin == "" {
+		return nil, ErrNoBinary
+	}
+	a := &Agent{Addr: net.JoinHostPort(ip, strconv.Itoa(httpPort)), out: &bytes.Buffer{}, done: make(chan struct{})}
+	args = append([]string{"agent", "-bind", ip, "-client", ip, "-http-port", strconv.Itoa(httpPort),
+		"-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn"}, args...)
+	a.cmd = exec.Command(bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	if err := a.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start consul: %w", err)
