@@ -44,6 +44,8 @@ type Config struct {
 	GateRetry     time.Duration
 	// ObservePoll is how often a draining pod's registries are read for its timeline.
 	ObservePoll time.Duration
+	// ReconcileTimeout bounds each reconcile of the gate, backstop, observer and warnings.
+	ReconcileTimeout time.Duration
 	// Log is the logr sink registries log to through slog (see Slog); ctrl.Log when unset.
 	Log logr.Logger
 	// Dataplane configures the fan-in of the lastcall-node agents; off unless Enabled.
@@ -100,7 +102,7 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		byName[reg.Name()] = reg
 		if b, ok := reg.(backstop.Registry); ok {
 			metrics.BackstopDeregistrations.WithLabelValues(reg.Name())
-			r := &backstop.Reconciler{Client: mgr.GetClient(), Registry: b, Adapters: table, Recorder: rec, Now: time.Now}
+			r := &backstop.Reconciler{Client: mgr.GetClient(), Registry: b, Adapters: table, Recorder: rec, Now: time.Now, Timeout: cfg.ReconcileTimeout}
 			if err := r.SetupWithManager(mgr); err != nil {
 				return fmt.Errorf("%s backstop: %w", reg.Name(), err)
 			}
@@ -113,7 +115,7 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 			}
 		}
 	}
-	if err := (&gate.Reconciler{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Retry: cfg.GateRetry}).SetupWithManager(mgr); err != nil {
+	if err := (&gate.Reconciler{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Retry: cfg.GateRetry, Timeout: cfg.ReconcileTimeout}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	observer := &rollout.Observer{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now}
@@ -126,6 +128,7 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		}
 	}
 	for _, r := range []*warnings.Reconciler{warnings.ForDeployments(mgr.GetClient(), rec, cfg.Drain), warnings.ForStatefulSets(mgr.GetClient(), rec, cfg.Drain)} {
+		r.Timeout = cfg.ReconcileTimeout
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err
 		}

@@ -6,17 +6,21 @@ package backstop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
@@ -44,7 +48,13 @@ type Reconciler struct {
 	Adapters []registry.Adapter
 	Recorder events.EventRecorder
 	Now      func() time.Time
+	// Timeout bounds one reconcile; none when zero.
+	Timeout time.Duration
 }
+
+// maxRetry caps the backoff after failures: a deleting pod lives for its grace period only, so
+// the backstop must come back soon once the registry answers again.
+const maxRetry = 5 * time.Second
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 
@@ -53,6 +63,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	deleting := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetDeletionTimestamp() != nil })
 	return ctrl.NewControllerManagedBy(mgr).Named(r.Registry.Name()+"-backstop").
 		For(&corev1.Pod{}, builder.WithPredicates(deleting)).
+		WithOptions(controller.Options{ReconciliationTimeout: r.Timeout,
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, maxRetry)}).
 		Complete(r)
 }
 
@@ -72,10 +84,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("backstop: find %s in %s: %w", in, name, err)
 	}
-	var removed []string
+	var (
+		removed []string
+		errs    []error
+	)
 	for _, reg := range found {
 		if err := r.Registry.Remove(ctx, reg); err != nil {
-			return ctrl.Result{}, fmt.Errorf("backstop: remove %s from %s: %w", reg.Ref, name, err)
+			errs = append(errs, fmt.Errorf("backstop: remove %s from %s: %w", reg.Ref, name, err))
+			continue
 		}
 		removed = append(removed, reg.Ref.String())
 	}
@@ -85,6 +101,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if r.Recorder != nil {
 			r.Recorder.Eventf(pod, nil, corev1.EventTypeNormal, "BackstopDeregistered", "Deregister", "removed %s entries %s", name, strings.Join(removed, ","))
 		}
+	}
+	if len(errs) > 0 {
+		return ctrl.Result{}, errors.Join(errs...) // retried; the pod is not yet recorded as done
 	}
 	orig := pod.DeepCopy()
 	if pod.Annotations == nil {

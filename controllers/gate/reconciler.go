@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -32,6 +33,8 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Retry is how soon a pod that is not yet visible is looked at again.
 	Retry time.Duration
+	// Timeout bounds one reconcile; none when zero.
+	Timeout time.Duration
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
@@ -49,6 +52,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&corev1.Pod{}, builder.WithPredicates(hasGate)).
 		// A slice that starts listing a pod is what makes it visible in EndpointSlices.
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(listedPods)).
+		WithOptions(controller.Options{ReconciliationTimeout: r.Timeout}).
 		Complete(r)
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
 	prestop "github.com/lastcall-dev/lastcall/preStop"
@@ -24,10 +26,12 @@ type Reconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
 	// Drain is the budget assumed for workloads without drain annotations.
-	Drain  prestop.Drain
-	kind   string
-	newObj func() client.Object
-	read   func(client.Object) Workload
+	Drain prestop.Drain
+	// Timeout bounds one reconcile; none when zero.
+	Timeout time.Duration
+	kind    string
+	newObj  func() client.Object
+	read    func(client.Object) Workload
 }
 
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
@@ -49,7 +53,7 @@ func ForStatefulSets(c client.Client, rec events.EventRecorder, drain prestop.Dr
 // SetupWithManager registers the reconciler.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).Named("unsafe-settings-" + strings.ToLower(r.kind)).
-		For(r.newObj()).Complete(r)
+		For(r.newObj()).WithOptions(controller.Options{ReconciliationTimeout: r.Timeout}).Complete(r)
 }
 
 // Reconcile runs the checks, updates the metric, and sends an Event per new finding.
