@@ -77,7 +77,9 @@ func child(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	reported := make(chan struct{})
 	go func() {
+		defer close(reported)
 		<-s.Reached(graceful.Running)
 		say("READY %s %s", s.Addrs()[0], s.AdminAddr())
 		for _, st := range []graceful.State{graceful.Draining, graceful.Stopping} {
@@ -85,7 +87,9 @@ func child(mode string) int {
 			say("STATE %s", st)
 		}
 	}()
-	if err := s.Run(context.Background()); err != nil {
+	err = s.Run(context.Background())
+	<-reported // a quick stop must not exit before the test heard of it
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		if errors.Is(err, graceful.ErrForced) {
 			return 3
