@@ -124,10 +124,16 @@ func namespace(t *testing.T, c client.Client, name string) {
 // lists it, as the EndpointSlice controller would.
 func managedPod(t *testing.T, c client.Client, ns, name, ip string, finalizers ...string) *corev1.Pod {
 	t.Helper()
+	return listedPod(t, c, ns, name, ip, map[string]string{managed.Label: "true", "app": "web"}, finalizers...)
+}
+
+// listedPod creates a running pod with the readiness gate and the given labels, and an
+// EndpointSlice that lists it.
+func listedPod(t *testing.T, c client.Client, ns, name, ip string, labels map[string]string, finalizers ...string) *corev1.Pod {
+	t.Helper()
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Finalizers: finalizers,
-			Labels:      map[string]string{managed.Label: "true", "app": "web"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Finalizers: finalizers, Labels: labels,
 			Annotations: map[string]string{managed.ServiceAnnotation(consul.Name): "web", managed.ServiceAnnotation("mem"): "web"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}},
 			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: managed.Gate}}},

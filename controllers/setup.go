@@ -52,13 +52,14 @@ type Config struct {
 	Dataplane dataplane.Options
 }
 
-// CacheOptions caches only opted-in objects, so memory follows what lastcall manages, not the
-// size of the cluster.
+// CacheOptions caches opted-in objects, so memory follows what lastcall manages, not the size of
+// the cluster. Pods are the exception: the readiness gate alone opts one in, and no selector
+// can select it, so every pod is watched and those not managed are kept as their identity.
 func CacheOptions() cache.Options {
 	selector := labels.SelectorFromSet(labels.Set{managed.Label: "true"})
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:         {Label: selector},
+			&corev1.Pod{}:         {Transform: managed.CachedPod},
 			&appsv1.Deployment{}:  {Label: selector},
 			&appsv1.StatefulSet{}: {Label: selector},
 			// Slices cannot be selected by the pods they list: all are cached, slimmed.

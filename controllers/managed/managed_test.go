@@ -67,3 +67,52 @@ func TestIsManaged(t *testing.T) {
 		}
 	}
 }
+
+func TestCachedPod(t *testing.T) {
+	full := func(labels map[string]string, gates ...corev1.PodConditionType) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "shop", UID: "u1", ResourceVersion: "7", Labels: labels,
+				Annotations: map[string]string{"a": "b"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "web"}}},
+			Status: corev1.PodStatus{PodIP: "10.0.0.1"},
+		}
+		for _, g := range gates {
+			p.Spec.ReadinessGates = append(p.Spec.ReadinessGates, corev1.PodReadinessGate{ConditionType: g})
+		}
+		return p
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		kept bool
+	}{
+		{"labelled", full(map[string]string{Label: "true"}), true},
+		{"gate alone", full(nil, Gate), true},
+		{"neither", full(map[string]string{"app": "web"}, "other.dev/ready"), false},
+		{"label false", full(map[string]string{Label: "false"}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := CachedPod(tt.pod.DeepCopy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := out.(*corev1.Pod)
+			if got.Name != "web-1" || got.Namespace != "shop" || got.UID != "u1" || got.ResourceVersion != "7" {
+				t.Fatalf("identity lost: %+v", got.ObjectMeta)
+			}
+			if got.ManagedFields != nil {
+				t.Error("managed fields kept")
+			}
+			if kept := got.Status.PodIP != "" && len(got.Spec.Containers) == 1 && got.Annotations != nil; kept != tt.kept {
+				t.Errorf("pod kept whole = %v, want %v", kept, tt.kept)
+			}
+			if !tt.kept && IsManaged(got) {
+				t.Error("a slimmed pod reads as managed")
+			}
+		})
+	}
+	if out, _ := CachedPod("tombstone"); out != "tombstone" {
+		t.Error("non-pods must pass through")
+	}
+}
