@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/lastcall-dev/lastcall/registry"
@@ -110,44 +112,107 @@ func (c *Config) vars() []envflag.Var {
 // lastcall-prestop and every registry in table. The returned error is one line naming the flag,
 // its env var and what is allowed.
 func Parse(args []string, getenv func(string) string, usage io.Writer, table []registry.Adapter) (Config, error) {
-	c := Config{Set: registry.NewSet(registry.PreStop, table)}
+	c, fs, bound, help := newFlags(table)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // -h
+			*help = true
+		} else {
+			return *c, fmt.Errorf("%w (see --help)", err)
+		}
+	}
+	if *help {
+		Usage(usage, bound)
+		return *c, flag.ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return *c, fmt.Errorf("unexpected argument %q: lastcall-prestop takes only flags (see --help)", fs.Arg(0))
+	}
+	if err := bound.Apply(getenv); err != nil {
+		return *c, err
+	}
+	if c.ShowVersion {
+		return *c, nil
+	}
+	c.InCluster = c.Kubeconfig != "" || getenv("KUBERNETES_SERVICE_HOST") != ""
+	var err error
+	c.Registries, err = c.Set.Select(c.Env(nil, nil))
+	return *c, err
+}
+
+// ParseLenient is Parse for a hook that was given bad settings and must still drain: an
+// unknown flag or stray argument is dropped, a value that does not parse gives way to the next
+// source (env, then the default), a registry whose settings fail its check is left out. Every
+// such problem is returned; the Config is always usable.
+func ParseLenient(args []string, getenv func(string) string, table []registry.Adapter) (Config, []error) {
+	var errs []error
+	for {
+		c, fs, bound, _ := newFlags(table)
+		err := fs.Parse(args)
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			errs = append(errs, err)
+			if rest, ok := dropBadArg(args, err); ok {
+				args = rest
+				continue
+			}
+			c, fs, bound, _ = newFlags(table) // unrecognisable: env and defaults only
+			_ = fs.Parse(nil)
+		}
+		if fs.NArg() > 0 {
+			errs = append(errs, fmt.Errorf("unexpected arguments %q ignored", fs.Args()))
+		}
+		errs = append(errs, bound.ApplyLenient(getenv)...)
+		c.ShowVersion = false
+		c.InCluster = c.Kubeconfig != "" || getenv("KUBERNETES_SERVICE_HOST") != ""
+		regs, rerrs := c.Set.SelectLenient(c.Env(nil, nil))
+		c.Registries = regs
+		return *c, append(errs, rerrs...)
+	}
+}
+
+// dropBadArg removes from args the flag that err (from flag.FlagSet.Parse) names, with its value
+// when it is a separate argument; ok is false when err names no flag found in args.
+func dropBadArg(args []string, err error) (rest []string, ok bool) {
+	msg := err.Error()
+	i := strings.LastIndex(msg, " -")
+	if i < 0 {
+		return nil, false
+	}
+	name := strings.TrimLeft(strings.TrimSpace(msg[i+1:]), "-")
+	if k := strings.IndexAny(name, "=: "); k >= 0 {
+		name = name[:k]
+	}
+	for j, a := range args {
+		bare := strings.TrimLeft(a, "-")
+		if !strings.HasPrefix(a, "-") || (bare != name && !strings.HasPrefix(bare, name+"=")) {
+			continue
+		}
+		end := j + 1
+		if bare == name && end < len(args) && !strings.HasPrefix(args[end], "-") {
+			end++ // "--flag value"
+		}
+		return append(slices.Clone(args[:j]), args[end:]...), true
+	}
+	return nil, false
+}
+
+// newFlags is the flag set of Parse and ParseLenient, bound to a new Config.
+func newFlags(table []registry.Adapter) (*Config, *flag.FlagSet, *envflag.Bound, *bool) {
+	c := &Config{Set: registry.NewSet(registry.PreStop, table)}
 	fs := flag.NewFlagSet("lastcall-prestop", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	bound := envflag.Bind(fs, c.vars())
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	help := fs.Bool("help", false, "print this help and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) { // -h
-			*help = true
-		} else {
-			return c, fmt.Errorf("%w (see --help)", err)
-		}
-	}
-	if *help {
-		Usage(usage, bound)
-		return c, flag.ErrHelp
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q: lastcall-prestop takes only flags (see --help)", fs.Arg(0))
-	}
-	if err := bound.Apply(getenv); err != nil {
-		return c, err
-	}
-	if c.ShowVersion {
-		return c, nil
-	}
-	c.InCluster = c.Kubeconfig != "" || getenv("KUBERNETES_SERVICE_HOST") != ""
-	var err error
-	c.Registries, err = c.Set.Select(c.Env(nil, nil))
-	return c, err
+	return c, fs, bound, help
 }
 
 // Usage writes --help: every flag with its env var and default.
 func Usage(w io.Writer, bound *envflag.Bound) {
 	fmt.Fprint(w, `lastcall-prestop: run as a container's lifecycle.preStop.exec. It takes the pod out of every
 registry callers use (EndpointSlices, Consul), waits until callers have observably stopped
-sending, and returns before the app needs its own shutdown time. It never outlives its budget and
-always exits 0 once configured.
+sending, and returns before the app needs its own shutdown time. It never outlives its budget.
+It exits 0; with a bad setting it still drains (an unknown flag dropped, a bad value replaced by
+the next source, at worst its default), then prints the problem on one line and exits 2.
 
 Usage: lastcall-prestop [flags]
        lastcall-prestop copy-to DIR   (copy this binary into DIR: the injection webhook's init container)

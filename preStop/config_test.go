@@ -108,31 +108,33 @@ func TestParsePrecedence(t *testing.T) {
 	}
 }
 
+// parseErrorCases are bad settings: Parse fails on each with one line, ParseLenient goes on.
+var parseErrorCases = []struct {
+	name string
+	args []string
+	env  map[string]string
+	want []string // every part must appear in the one-line error
+}{
+	{"bad duration flag", []string{"--quiet=soon"}, podEnv, []string{"--quiet", "LASTCALL_QUIET", `"soon"`, "500ms"}},
+	{"bad duration env", nil, with(podEnv, "LASTCALL_RESERVE", "10"), []string{"env LASTCALL_RESERVE", "--reserve", "duration"}},
+	{"negative duration", []string{"--min-wait=-1s"}, podEnv, []string{"--min-wait", "zero or more"}},
+	{"zero max-wait", []string{"--max-wait=0"}, podEnv, []string{"--max-wait", "above zero"}},
+	{"unknown registry", []string{"--registries=etcd"}, podEnv, []string{"--registries", `"etcd"`, "endpoints, consul, or auto"}},
+	{"port out of range", []string{"--ports=80,70000"}, podEnv, []string{"--ports", "70000", "1 to 65535"}},
+	{"port not a number", nil, with(podEnv, "LASTCALL_PORTS", "http"), []string{"LASTCALL_PORTS", `"http"`}},
+	{"app admin not a URL", []string{"--app-admin=127.0.0.1:9901"}, podEnv, []string{"--app-admin", "http(s) URL"}},
+	{"log format", []string{"--log-format=xml"}, podEnv, []string{"--log-format", "json, text"}},
+	{"log level", []string{"--log-level=loud"}, podEnv, []string{"--log-level", "debug, info"}},
+	{"unknown flag", []string{"--budget=3s"}, podEnv, []string{"budget", "--help"}},
+	{"bad registry setting", nil, with(podEnv, "LASTCALL_ENDPOINTS_SETTLE", "soon"), []string{"--settle", "LASTCALL_ENDPOINTS_SETTLE", "duration"}},
+	{"positional argument", []string{"sleep", "5"}, podEnv, []string{`"sleep"`, "only flags"}},
+	{"consul without address", []string{"--registries=consul"}, podEnv, []string{"registry consul", "--consul-addr", "CONSUL_HTTP_ADDR"}},
+	{"consul without identity", []string{"--registries=consul", "--consul-addr=a:1"}, map[string]string{}, []string{"POD_IP", "POD_UID", "--consul-service-id"}},
+	{"endpoints without identity", []string{"--registries=endpoints"}, map[string]string{"POD_NAME": "x"}, []string{"POD_NAMESPACE", "POD_UID", "downward API"}},
+}
+
 func TestParseErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		env  map[string]string
-		want []string // every part must appear in the one-line error
-	}{
-		{"bad duration flag", []string{"--quiet=soon"}, podEnv, []string{"--quiet", "LASTCALL_QUIET", `"soon"`, "500ms"}},
-		{"bad duration env", nil, with(podEnv, "LASTCALL_RESERVE", "10"), []string{"env LASTCALL_RESERVE", "--reserve", "duration"}},
-		{"negative duration", []string{"--min-wait=-1s"}, podEnv, []string{"--min-wait", "zero or more"}},
-		{"zero max-wait", []string{"--max-wait=0"}, podEnv, []string{"--max-wait", "above zero"}},
-		{"unknown registry", []string{"--registries=etcd"}, podEnv, []string{"--registries", `"etcd"`, "endpoints, consul, or auto"}},
-		{"port out of range", []string{"--ports=80,70000"}, podEnv, []string{"--ports", "70000", "1 to 65535"}},
-		{"port not a number", nil, with(podEnv, "LASTCALL_PORTS", "http"), []string{"LASTCALL_PORTS", `"http"`}},
-		{"app admin not a URL", []string{"--app-admin=127.0.0.1:9901"}, podEnv, []string{"--app-admin", "http(s) URL"}},
-		{"log format", []string{"--log-format=xml"}, podEnv, []string{"--log-format", "json, text"}},
-		{"log level", []string{"--log-level=loud"}, podEnv, []string{"--log-level", "debug, info"}},
-		{"unknown flag", []string{"--budget=3s"}, podEnv, []string{"budget", "--help"}},
-		{"bad registry setting", nil, with(podEnv, "LASTCALL_ENDPOINTS_SETTLE", "soon"), []string{"--settle", "LASTCALL_ENDPOINTS_SETTLE", "duration"}},
-		{"positional argument", []string{"sleep", "5"}, podEnv, []string{`"sleep"`, "only flags"}},
-		{"consul without address", []string{"--registries=consul"}, podEnv, []string{"registry consul", "--consul-addr", "CONSUL_HTTP_ADDR"}},
-		{"consul without identity", []string{"--registries=consul", "--consul-addr=a:1"}, map[string]string{}, []string{"POD_IP", "POD_UID", "--consul-service-id"}},
-		{"endpoints without identity", []string{"--registries=endpoints"}, map[string]string{"POD_NAME": "x"}, []string{"POD_NAMESPACE", "POD_UID", "downward API"}},
-	}
-	for _, tt := range tests {
+	for _, tt := range parseErrorCases {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := parse(tt.args, env(tt.env))
 			if err == nil {
@@ -199,4 +201,52 @@ func TestREADMEDocumentsEveryOption(t *testing.T) {
 			t.Errorf("README's lastcall-prestop flag table lacks %s", row)
 		}
 	}
+}
+
+// ParseLenient never fails: every bad setting is reported and the rest still configures a
+// drain with a budget.
+func TestParseLenientGoesOnWithEveryBadSetting(t *testing.T) {
+	for _, tt := range parseErrorCases {
+		t.Run(tt.name, func(t *testing.T) {
+			c, errs := ParseLenient(tt.args, env(tt.env), adapters.All())
+			if len(errs) == 0 {
+				t.Fatal("no error reported")
+			}
+			if msg := errors.Join(errs...).Error(); !strings.Contains(msg, tt.want[0]) {
+				t.Errorf("errors %q do not mention %q", msg, tt.want[0])
+			}
+			if c.Drain.MaxWait <= 0 || c.Quiet < 0 || c.ShowVersion {
+				t.Errorf("config not usable for a drain: max-wait %s, quiet %s", c.Drain.MaxWait, c.Quiet)
+			}
+		})
+	}
+}
+
+func TestParseLenientKeepsTheGoodSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"unknown flag", []string{"--grace=3", "--min-wait=7s"}, nil},
+		{"unknown flag with its value apart", []string{"--grace", "3", "--min-wait=7s"}, nil},
+		{"bad value: the env var instead", []string{"--min-wait=soon"}, map[string]string{"LASTCALL_MIN_WAIT": "7s"}},
+		{"stray argument", []string{"--min-wait=7s", "sleep", "5"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, errs := ParseLenient(tt.args, env(with(podEnv, flatten(tt.env)...)), adapters.All())
+			if len(errs) == 0 || c.MinWait != 7*time.Second || c.PodName != "web-1" {
+				t.Errorf("errors %v, min-wait %s, pod %q; want an error, 7s and web-1", errs, c.MinWait, c.PodName)
+			}
+		})
+	}
+}
+
+func flatten(m map[string]string) []string {
+	var kv []string
+	for k, v := range m {
+		kv = append(kv, k, v)
+	}
+	return kv
 }

@@ -156,7 +156,22 @@ func (s *Set) Options(name string) Options {
 // Select resolves "auto" and checks each chosen registry's settings in env. It returns the
 // registries' names in table order.
 func (s *Set) Select(env Env) ([]string, error) {
+	out, errs := s.selectEach(env, false)
+	if len(errs) > 0 {
+		return nil, errs[0]
+	}
+	return out, nil
+}
+
+// SelectLenient is Select for a caller that must go on: a registry whose settings fail its
+// check is left out and reported, the others are returned.
+func (s *Set) SelectLenient(env Env) ([]string, []error) {
+	return s.selectEach(env, true)
+}
+
+func (s *Set) selectEach(env Env, lenient bool) ([]string, []error) {
 	var out []string
+	var errs []error
 	for i, a := range s.table {
 		switch {
 		case slices.Contains(s.selected, a.Name):
@@ -165,11 +180,15 @@ func (s *Set) Select(env Env) ([]string, error) {
 			continue
 		}
 		if err := s.options[i].Check(env); err != nil {
-			return nil, fmt.Errorf("registry %s: %w", a.Name, err)
+			errs = append(errs, fmt.Errorf("registry %s: %w", a.Name, err))
+			if !lenient {
+				return nil, errs
+			}
+			continue
 		}
 		out = append(out, a.Name)
 	}
-	return out, nil
+	return out, errs
 }
 
 // Build constructs the named registries. One that cannot be built is left out and reported;

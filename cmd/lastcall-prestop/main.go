@@ -39,21 +39,28 @@ func run(table []registry.Adapter, args []string, getenv func(string) string, st
 	if len(args) > 0 && args[0] == "copy-to" {
 		return copyTo(args[1:], stderr)
 	}
+	code := 0
 	cfg, err := prestop.Parse(args, getenv, stdout, table)
+	var bad []error
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case err != nil:
-		// A configuration error ends the hook at once (the kubelet then records a
-		// FailedPreStopHook event with this line): it must never delay termination.
+		// A bad setting must not cost requests: drain with the settings that parse (the bad
+		// ones from the next source, at worst their defaults, always within the budget), then
+		// exit 2, so that the kubelet records a FailedPreStopHook Event with these lines.
 		fmt.Fprintf(stderr, "lastcall-prestop: %v\n", err)
-		return 2
+		cfg, bad = prestop.ParseLenient(args, getenv, table)
+		code = 2
 	case cfg.ShowVersion:
 		fmt.Fprintf(stdout, "lastcall-prestop %s\n", version)
 		return 0
 	}
 	log, closeLog := newLogger(cfg, stderr)
 	defer closeLog()
+	for _, e := range bad {
+		log.Error("bad setting, draining without it", "err", e)
+	}
 
 	// SIGTERM to the hook itself (the kubelet gave up on it) ends every wait at once.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -64,7 +71,7 @@ func run(table []registry.Adapter, args []string, getenv func(string) string, st
 		log.Error("setup failed, draining with what is left", "err", err)
 	}
 	prestop.Run(ctx, prestop.TimingOf(cfg), cfg.Instance(), deps)
-	return 0
+	return code
 }
 
 // buildDeps wires the registries, the pod reader, the app admin client and the traffic meter.

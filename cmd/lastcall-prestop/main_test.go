@@ -24,32 +24,50 @@ import (
 
 func TestRunExitCodes(t *testing.T) {
 	tests := []struct {
-		name       string
-		args       []string
-		env        map[string]string
-		code       int
-		stdout     string
-		stderr     string
-		oneLineErr bool
+		name   string
+		args   []string
+		env    map[string]string
+		code   int
+		stdout string
+		stderr string
+		// badInput: stderr is the one line the kubelet puts in its FailedPreStopHook Event, and
+		// the hook still drained (its log says so, and names the setting)
+		badInput bool
 	}{
 		{name: "help", args: []string{"--help"}, stdout: "--max-wait, $LASTCALL_MAX_WAIT"},
 		{name: "version", args: []string{"--version"}, stdout: "lastcall-prestop dev"},
-		{name: "bad flag value", args: []string{"--quiet=later"}, code: 2, stderr: "--quiet", oneLineErr: true},
-		{name: "bad env value", env: map[string]string{"LASTCALL_RESERVE": "-5s"}, code: 2, stderr: "LASTCALL_RESERVE", oneLineErr: true},
-		{name: "unknown flag", args: []string{"--grace=3"}, code: 2, stderr: "grace", oneLineErr: true},
+		{name: "bad flag value", args: []string{"--quiet=later"}, code: 2, stderr: "--quiet", badInput: true},
+		{name: "bad env value", env: map[string]string{"LASTCALL_RESERVE": "-5s"}, code: 2, stderr: "LASTCALL_RESERVE", badInput: true},
+		{name: "unknown flag", args: []string{"--grace=3"}, code: 2, stderr: "grace", badInput: true},
+		{name: "unknown flag with a separate value", args: []string{"--grace", "3", "--min-wait=0"}, code: 2, stderr: "grace", badInput: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			logFile := filepath.Join(t.TempDir(), "fd1")
+			if err := os.WriteFile(logFile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{"LASTCALL_LOG_FILE": logFile, "LASTCALL_QUIET": "0s", "LASTCALL_MAX_WAIT": "300ms"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
 			var out, errOut bytes.Buffer
-			code := run(adapters.All(), tt.args, func(k string) string { return tt.env[k] }, &out, &errOut)
+			code := run(adapters.All(), tt.args, func(k string) string { return env[k] }, &out, &errOut)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d (stderr %q)", code, tt.code, errOut.String())
 			}
 			if !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errOut.String(), tt.stderr) {
 				t.Errorf("stdout %q / stderr %q; want %q / %q", out.String(), errOut.String(), tt.stdout, tt.stderr)
 			}
-			if tt.oneLineErr && strings.Count(errOut.String(), "\n") != 1 {
+			if !tt.badInput {
+				return
+			}
+			if strings.Count(errOut.String(), "\n") != 1 {
 				t.Errorf("error is not one line: %q", errOut.String())
+			}
+			logs, _ := os.ReadFile(logFile)
+			if !strings.Contains(string(logs), `"msg":"drain done"`) || !strings.Contains(string(logs), tt.stderr) {
+				t.Errorf("the hook did not drain despite the bad setting, or its log does not name %s: %s", tt.stderr, logs)
 			}
 		})
 	}

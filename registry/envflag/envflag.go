@@ -61,21 +61,51 @@ func Bind(fs *flag.FlagSet, vars []Var) *Bound {
 
 // Apply sets every Var from its flag, else its variables, else its default.
 func (b *Bound) Apply(getenv func(string) string) error {
-	for _, v := range b.vars {
-		val, from := v.Default, "default"
-		for _, env := range slices.Backward(append([]string{v.Env}, v.Fallback...)) {
-			if e := getenv(env); env != "" && e != "" {
-				val, from = e, "env "+env
-			}
-		}
-		if f, ok := b.given[v.Flag]; ok && v.Flag != "" {
-			val, from = f, "flag --"+v.Flag
-		}
-		if err := v.Set(val); err != nil {
-			return fmt.Errorf("invalid %s=%q (%s): %w", from, val, v.names(), err)
-		}
+	if errs := b.apply(getenv, false); len(errs) > 0 {
+		return errs[0]
 	}
 	return nil
+}
+
+// ApplyLenient is Apply for a caller that must go on whatever it was given (a preStop hook
+// that must not cost requests over a typo): a value that does not parse is reported, and the
+// next source in precedence (variables, then the default) is used instead.
+func (b *Bound) ApplyLenient(getenv func(string) string) []error {
+	return b.apply(getenv, true)
+}
+
+// apply sets every Var from its sources in precedence order: flag, variables, default. Strict,
+// it stops at the first value that does not parse; lenient, it takes the next source.
+func (b *Bound) apply(getenv func(string) string, lenient bool) []error {
+	var errs []error
+	for _, v := range b.vars {
+		type source struct{ val, from string }
+		var srcs []source
+		if f, ok := b.given[v.Flag]; ok && v.Flag != "" {
+			srcs = append(srcs, source{f, "flag --" + v.Flag})
+		}
+		for _, env := range append([]string{v.Env}, v.Fallback...) {
+			if e := getenv(env); env != "" && e != "" {
+				srcs = append(srcs, source{e, "env " + env})
+			}
+		}
+		srcs = append(srcs, source{v.Default, "default"})
+		if !lenient {
+			srcs = srcs[:1]
+		}
+		for _, s := range srcs {
+			err := v.Set(s.val)
+			if err == nil {
+				break
+			}
+			err = fmt.Errorf("invalid %s=%q (%s): %w", s.from, s.val, v.names(), err)
+			if !lenient {
+				return []error{err}
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // names is how errors and help name the setting: "--quiet / LASTCALL_QUIET".

@@ -87,6 +87,43 @@ func TestApplyErrorsNameTheSourceAndTheSetting(t *testing.T) {
 	}
 }
 
+func TestApplyLenientTakesTheNextSource(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want time.Duration
+		errs []string // one per value that did not parse, in precedence order
+	}{
+		{"good flag", []string{"--wait=2s"}, nil, 2 * time.Second, nil},
+		{"bad flag: the variable", []string{"--wait=banana"}, map[string]string{"APP_WAIT": "3s"}, 3 * time.Second, []string{`flag --wait="banana"`}},
+		{"bad flag and variable: the default", []string{"--wait=0s"}, map[string]string{"APP_WAIT": "soon"}, time.Second,
+			[]string{`flag --wait="0s"`, `env APP_WAIT="soon"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s settings
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			b := Bind(fs, s.vars())
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			errs := b.ApplyLenient(func(k string) string { return tt.env[k] })
+			if s.wait != tt.want || s.addr != "localhost" {
+				t.Errorf("wait %s, addr %q; want %s and the other settings applied", s.wait, s.addr, tt.want)
+			}
+			if len(errs) != len(tt.errs) {
+				t.Fatalf("errors %v, want %d", errs, len(tt.errs))
+			}
+			for i, w := range tt.errs {
+				if !strings.Contains(errs[i].Error(), w) || !strings.Contains(errs[i].Error(), "--wait / APP_WAIT") {
+					t.Errorf("error %q lacks %q or the setting's names", errs[i], w)
+				}
+			}
+		})
+	}
+}
+
 func TestUsageListsSettingsThenOtherFlags(t *testing.T) {
 	var s settings
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
