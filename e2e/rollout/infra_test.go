@@ -46,12 +46,15 @@ func deployConsul(ctx context.Context, image string) error {
 			Name:            "consul",
 			Image:           image,
 			ImagePullPolicy: corev1.PullNever,
-			// one in-memory server: the registry callers and lastcall read; -client so pods reach it
-			Args:  []string{"agent", "-dev", "-client=0.0.0.0", "-log-level=warn"},
+			// one server, the registry callers and lastcall read; -client so pods reach it. Its
+			// data lives in the pod's emptyDir, so a restarted server (the faults suite kills
+			// it) comes back with its catalog, as a real one does.
+			Args:  []string{"agent", "-server", "-bootstrap-expect=1", "-data-dir=/tmp/consul", "-client=0.0.0.0", "-log-level=warn"},
 			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8500}},
 			Env:   []corev1.EnvVar{{Name: "HOME", Value: "/tmp"}},
 			ReadinessProbe: &corev1.Probe{
-				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/v1/status/leader", Port: intstr.FromInt32(8500)}},
+				// /v1/status/leader answers 200 without a leader; the catalog needs one
+				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/v1/catalog/nodes", Port: intstr.FromInt32(8500)}},
 				PeriodSeconds: 1,
 			},
 			SecurityContext: restricted(),

@@ -33,6 +33,12 @@ type scenario struct {
 	// > 0: beside the keep-alive load, a caller opening a new connection per request through the
 	// Service at this rate (requests/s)
 	newConnRate float64
+	// retired: how many pods the change deletes, when not what before and after imply (a force
+	// deletion replaces one pod without changing the replica count)
+	retired int
+	// check, when set, runs once the rollout settled, under load, before the workload is torn
+	// down (the fault cases measure the registries there)
+	check func(ctx context.Context, workload string) error
 }
 
 var (
@@ -122,7 +128,10 @@ func execute(ctx context.Context, v variant, sc scenario, iteration int) (report
 		return run, fmt.Errorf("%s: %w", sc.name, err)
 	}
 	retired := int(sc.before)
-	if sc.after < sc.before {
+	switch {
+	case sc.retired > 0:
+		retired = sc.retired
+	case sc.after < sc.before:
 		retired = int(sc.before - sc.after)
 	}
 	var last string
@@ -144,6 +153,11 @@ func execute(ctx context.Context, v variant, sc scenario, iteration int) (report
 	}
 	drains, ready, end := w.drains(run.Start)
 	run.End, run.Drains, run.Ready = end, drains, ready
+	if sc.check != nil {
+		if err := sc.check(ctx, name); err != nil {
+			return run, fmt.Errorf("%s: %w", sc.name, err)
+		}
+	}
 	if err := sleepCtx(ctx, tail); err != nil {
 		return run, err
 	}

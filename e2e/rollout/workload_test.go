@@ -25,6 +25,9 @@ type variant struct {
 	name     string
 	lastcall bool  // graceful app, lastcall-prestop hook, readiness gate, managed by the controller
 	sleep    int32 // > 0: plain app with a native preStop sleep of that many seconds
+	// tweak, when set, changes the Deployment after it is built (fault cases: grace period,
+	// annotations)
+	tweak func(*appsv1.Deployment)
 }
 
 var (
@@ -101,7 +104,7 @@ func (v variant) deployment(replicas int32) *appsv1.Deployment {
 		args = append(args, "--plain")
 	}
 	c.Args = args
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
@@ -123,6 +126,10 @@ func (v variant) deployment(replicas int32) *appsv1.Deployment {
 			},
 		},
 	}
+	if v.tweak != nil {
+		v.tweak(d)
+	}
+	return d
 }
 
 func fieldEnv(name, path string) corev1.EnvVar {
