@@ -110,7 +110,8 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 		}
 		if c, ok := reg.(backstop.Catalog); ok {
 			metrics.StaleRemoved.WithLabelValues(reg.Name())
-			sw := &backstop.Sweeper{Registry: c, Pods: mgr.GetAPIReader(), Interval: cfg.SweepInterval, Log: log.WithName("sweeper").WithValues("registry", reg.Name())}
+			metrics.SweepFailures.WithLabelValues(reg.Name())
+			sw := &backstop.Sweeper{Registry: c, Pods: mgr.GetClient(), API: mgr.GetAPIReader(), Interval: cfg.SweepInterval, Log: log.WithName("sweeper").WithValues("registry", reg.Name())}
 			if err := mgr.Add(sw); err != nil {
 				return fmt.Errorf("%s sweeper: %w", reg.Name(), err)
 			}

@@ -2,6 +2,7 @@ package backstop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,9 +28,13 @@ type Catalog interface {
 // leader only.
 type Sweeper struct {
 	Registry Catalog
-	// Pods reads pods from the API server directly: the manager's cache holds managed pods only,
-	// and "not in the cache" must never be taken for "gone".
-	Pods     client.Reader
+	// Pods answers first: the manager's cache, which holds every pod (those lastcall does not
+	// manage as their identity only), so an entry whose pod is there costs no API call.
+	Pods client.Reader
+	// API confirms each removal the cache suggests, read from the API server: the cache may lag
+	// behind (a pod created while its watch reconnects). Nil: Pods alone decides.
+	API client.Reader
+	// Interval is the time between sweeps, and the longest one sweep may take.
 	Interval time.Duration
 	Log      logr.Logger
 }
@@ -67,8 +72,11 @@ func (s *Sweeper) Start(ctx context.Context) error {
 	t := time.NewTicker(s.Interval)
 	defer t.Stop()
 	for {
-		if n, err := s.Sweep(ctx); err != nil {
-			s.Log.Error(err, "sweep failed")
+		sweep, cancel := context.WithTimeout(ctx, s.Interval)
+		n, err := s.Sweep(sweep)
+		cancel()
+		if err != nil {
+			s.Log.Error(err, "sweep incomplete; the next one retries", "removed", n)
 		} else if n > 0 {
 			s.Log.Info("swept stale registrations", "registry", s.Registry.Name(), "removed", n)
 		}
@@ -80,30 +88,56 @@ func (s *Sweeper) Start(ctx context.Context) error {
 	}
 }
 
-// Sweep runs once and returns how many entries it removed.
+// Sweep runs once and returns how many entries it removed. An entry it cannot remove does not
+// stop it: every failure is counted, logged and returned together.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	name := s.Registry.Name()
 	instances, err := s.Registry.Registrations(ctx)
 	if err != nil {
-		return 0, err
+		metrics.SweepFailures.WithLabelValues(name).Inc()
+		return 0, fmt.Errorf("list %s entries: %w", name, err)
 	}
 	removed := 0
+	var errs []error
 	for _, p := range instances {
-		pod := &corev1.Pod{}
-		getErr := s.Pods.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Pod}, pod)
-		verdict := Stale(p, pod, getErr)
-		if verdict == Unknown && getErr != nil {
-			s.Log.V(1).Info("pod lookup failed, keeping the instance", "instance", p.Ref.String(), "err", getErr.Error())
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("sweep cut short after %d of %d entries: %w", removed, len(instances), ctx.Err()))
+			break
 		}
+		verdict := s.verdict(ctx, p)
 		if verdict != Gone && verdict != Reused {
 			continue
 		}
 		if err := s.Registry.Remove(ctx, p); err != nil {
-			return removed, fmt.Errorf("remove stale %s from %s: %w", p.Ref, name, err)
+			metrics.SweepFailures.WithLabelValues(name).Inc()
+			s.Log.Error(err, "could not remove a stale registration", "registry", name, "instance", p.Ref.String(), "pod", p.Namespace+"/"+p.Pod)
+			errs = append(errs, fmt.Errorf("remove stale %s from %s: %w", p.Ref, name, err))
+			continue
 		}
 		removed++
 		metrics.StaleRemoved.WithLabelValues(name).Inc()
 		s.Log.Info("removed stale registration", "registry", name, "instance", p.Ref.String(), "pod", p.Namespace+"/"+p.Pod, "uid", p.UID, "verdict", verdict)
 	}
-	return removed, nil
+	return removed, errors.Join(errs...)
+}
+
+// verdict asks the cache, and the API server before any removal.
+func (s *Sweeper) verdict(ctx context.Context, p registry.Registration) string {
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Pod}
+	readers := []client.Reader{s.Pods, s.API}
+	var verdict string
+	for _, r := range readers {
+		if r == nil {
+			break
+		}
+		pod := &corev1.Pod{}
+		err := r.Get(ctx, key, pod)
+		if verdict = Stale(p, pod, err); verdict == Unknown && err != nil {
+			s.Log.V(1).Info("pod lookup failed, keeping the instance", "instance", p.Ref.String(), "err", err.Error())
+		}
+		if verdict != Gone && verdict != Reused {
+			break
+		}
+	}
+	return verdict
 }

@@ -25,6 +25,12 @@ var (
 		Name: "lastcall_stale_registrations_removed_total",
 		Help: "Registry entries removed by the sweeper because their pod no longer exists.",
 	}, []string{"registry"})
+	// SweepFailures counts entries of gone pods the sweeper could not remove, and sweeps that could
+	// not list the registry; the next sweep retries.
+	SweepFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lastcall_sweep_failures_total",
+		Help: "Stale registry entries the sweeper failed to remove, and sweeps that failed to list the registry; the next sweep retries.",
+	}, []string{"registry"})
 	// BackstopDeregistrations counts entries the backstop removed before the preStop hook did.
 	BackstopDeregistrations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lastcall_backstop_deregistrations_total",
@@ -45,5 +51,5 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, BackstopDeregistrations, UnsafeSettings, DataplaneLag)
+	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, SweepFailures, BackstopDeregistrations, UnsafeSettings, DataplaneLag)
 }
