@@ -1,14 +1,21 @@
 package webhook
 
 import (
+	"encoding/json"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/lastcall-dev/lastcall/controllers/inject"
 )
@@ -40,11 +47,15 @@ func (l *latencies) quantile(q float64) float64 {
 // BenchmarkAdmission creates 50 pods at once per iteration, through the real API server and the
 // real webhook over TLS, and reports the webhook's own time per request (HTTP handler: decode,
 // inject, patch, encode) and each pod creation's round trip, with and without the webhook
-// (a namespace it does not select), as p50 and p99 in milliseconds.
+// (a namespace it does not select), as p50 and p99 in milliseconds. LASTCALL_BENCH_CONCURRENT
+// changes the 50 (1: one creation at a time).
 //
 //	go test -run '^$' -bench Admission -benchtime 20x ./controllers/webhook/
 func BenchmarkAdmission(b *testing.B) {
-	const concurrent = 50
+	concurrent := 50
+	if n, err := strconv.Atoi(os.Getenv("LASTCALL_BENCH_CONCURRENT")); err == nil {
+		concurrent = n
+	}
 	served := &latencies{}
 	timed := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -100,6 +111,28 @@ func cleanupPods(b *testing.B, kube kubernetes.Interface, namespaces ...string) 
 	for _, ns := range namespaces {
 		if err := kube.CoreV1().Pods(ns).DeleteCollection(b.Context(), metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{}); err != nil {
 			b.Log(err)
+		}
+	}
+}
+
+// BenchmarkHandle is the handler's own CPU cost for one pod (decode, inject, patch, encode of
+// the response), without TLS, HTTP or the API server.
+//
+//	go test -run '^$' -bench Handle -benchmem ./controllers/webhook/
+func BenchmarkHandle(b *testing.B) {
+	raw, err := json.Marshal(plainPod(nil, map[string]string{"lastcall.dev/consul-service": "web"}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID: "1", Operation: admissionv1.Create, Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Object: runtime.RawExtension{Raw: raw},
+	}}
+	h := &Injector{Options: testInject()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if resp := h.Handle(b.Context(), req); len(resp.Patches) == 0 {
+			b.Fatal("no patch")
 		}
 	}
 }
