@@ -28,9 +28,10 @@ const (
 // whose balancer picks a connection again, when
 //   - the server answered UNAVAILABLE with the trailer MarkerKey: it did not process the call,
 //     so any method may be retried. It sent GOAWAY on that connection before the answer, so the
-//     balancer does not pick the connection again;
+//     balancer does not pick the connection again. The first such retry goes at once; later
+//     ones wait as below, since the channel found no other ready connection than a stopping one;
 //   - the call failed with UNAVAILABLE before it reached any connection (none was ready), after
-//     Backoff, which doubles with each try.
+//     Backoff, which doubles with each wait.
 //
 // Anything else is returned as is, UNAVAILABLE after the call was sent included: only the caller
 // knows whether it may be repeated. Tries are bounded by MaxTries and the call's context.
@@ -70,14 +71,17 @@ func (r Retry) tries() int {
 	return r.MaxTries
 }
 
-// wait sleeps before try number next (2, 3, ...) of a call that reached no connection, and
-// reports false when ctx ended first.
-func (r Retry) wait(ctx context.Context, next int) bool {
+// wait sleeps before a retry, Backoff doubled for each earlier wait, and reports false when ctx
+// ended first.
+func (r Retry) wait(ctx context.Context, waited int) bool {
 	d := r.Backoff
 	if d == 0 {
 		d = DefaultBackoff
 	}
-	for i := 2; i < next && d < maxBackoff; i++ {
+	for range waited {
+		if d >= maxBackoff {
+			break
+		}
 		d *= 2
 	}
 	t := time.NewTimer(min(d, maxBackoff))
@@ -113,6 +117,24 @@ func classify(err error, trailer metadata.MD, reached bool) outcome {
 	return final
 }
 
+// backoff paces one call's retries.
+type backoff struct {
+	marked, waits int
+}
+
+// before waits, if it must, before retrying after a failure o (notProcessed or notSent), and
+// reports false when ctx ended first.
+func (b *backoff) before(ctx context.Context, r Retry, o outcome) bool {
+	if o == notProcessed {
+		b.marked++
+		if b.marked == 1 {
+			return true
+		}
+	}
+	b.waits++
+	return r.wait(ctx, b.waits-1)
+}
+
 // UnaryClientInterceptor returns the interceptor that retries unary calls.
 func (r Retry) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -120,6 +142,7 @@ func (r Retry) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 			return err
 		}
 		tries := r.tries()
+		var b backoff
 		for try := 1; ; try++ {
 			var trailer metadata.MD
 			var p peer.Peer // set only when the call got a stream on a connection
@@ -127,15 +150,9 @@ func (r Retry) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 			if err == nil || try >= tries || ctx.Err() != nil {
 				return err
 			}
-			switch classify(err, trailer, p.Addr != nil) {
-			case notProcessed:
-				continue
-			case notSent:
-				if r.wait(ctx, try+1) {
-					continue
-				}
+			if o := classify(err, trailer, p.Addr != nil); o == final || !b.before(ctx, r, o) {
+				return err
 			}
-			return err
 		}
 	}
 }
@@ -147,11 +164,15 @@ func (r Retry) StreamClientInterceptor() grpc.StreamClientInterceptor {
 		if err := r.check(); err != nil {
 			return nil, err
 		}
+		b := new(backoff)
 		open := func(try int) (grpc.ClientStream, int, error) {
 			for ; ; try++ {
 				cs, err := streamer(ctx, desc, cc, method, opts...)
 				// Opening a stream sends nothing that a server may have processed.
-				if err == nil || try >= r.tries() || classify(err, nil, false) == final || !r.wait(ctx, try+1) {
+				if err == nil || try >= r.tries() {
+					return cs, try, err
+				}
+				if o := classify(err, nil, false); o == final || !b.before(ctx, r, o) {
 					return cs, try, err
 				}
 			}
@@ -160,16 +181,17 @@ func (r Retry) StreamClientInterceptor() grpc.StreamClientInterceptor {
 		if err != nil || desc.ClientStreams {
 			return cs, err
 		}
-		return &replayStream{cs: cs, try: try, open: open, r: r, ctx: ctx}, nil
+		return &replayStream{cs: cs, try: try, open: open, backoff: b, r: r, ctx: ctx}, nil
 	}
 }
 
 // replayStream is a server-streaming call that keeps its request until the first response
 // message, to open it again elsewhere when the server answers "not processed".
 type replayStream struct {
-	r    Retry
-	ctx  context.Context
-	open func(try int) (grpc.ClientStream, int, error)
+	r       Retry
+	ctx     context.Context
+	open    func(try int) (grpc.ClientStream, int, error)
+	backoff *backoff
 
 	mu        sync.Mutex // guards cs against Header, Trailer and Context called beside RecvMsg
 	cs        grpc.ClientStream
@@ -209,7 +231,7 @@ func (s *replayStream) RecvMsg(m any) error {
 			s.committed = true
 			return nil
 		case s.committed || errors.Is(err, io.EOF) || s.try >= s.r.tries() || s.ctx.Err() != nil ||
-			classify(err, cs.Trailer(), true) != notProcessed:
+			classify(err, cs.Trailer(), true) != notProcessed || !s.backoff.before(s.ctx, s.r, notProcessed):
 			return err
 		}
 		next, try, oerr := s.open(s.try + 1)
