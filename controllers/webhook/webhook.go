@@ -133,7 +133,14 @@ type Injector struct {
 
 // Handle injects a pod being created. It always allows the pod: a pod that cannot be injected
 // is created as written, with a warning saying why.
-func (h *Injector) Handle(_ context.Context, req admission.Request) admission.Response {
+func (h *Injector) Handle(_ context.Context, req admission.Request) (resp admission.Response) {
+	defer func() {
+		// an explicit denial would block the pod whatever failurePolicy says: never answer one
+		if r := recover(); r != nil {
+			admissions.WithLabelValues(outcomeIgnored).Inc()
+			resp = admission.Allowed("").WithWarnings(fmt.Sprintf("%s: pod not injected: internal error: %v", inject.Label, r))
+		}
+	}()
 	if req.Operation != admissionv1.Create || req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" {
 		admissions.WithLabelValues(outcomeIgnored).Inc()
 		return admission.Allowed("")
