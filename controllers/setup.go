@@ -42,7 +42,8 @@ type Config struct {
 	Drain         prestop.Drain
 	SweepInterval time.Duration
 	GateRetry     time.Duration
-	// ObservePoll is how often a draining pod's registries are read for its timeline.
+	// ObservePoll is how often a draining pod's registries are read for its timeline, when they
+	// can only be polled.
 	ObservePoll time.Duration
 	// ReconcileTimeout bounds each reconcile of the gate, backstop, observer and warnings.
 	ReconcileTimeout time.Duration
@@ -120,7 +121,7 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 	if err := (&gate.Reconciler{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Retry: cfg.GateRetry, Timeout: cfg.ReconcileTimeout}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	observer := &rollout.Observer{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now}
+	observer := &rollout.Observer{Client: mgr.GetClient(), Registries: byName, Adapters: table, Recorder: rec, Poll: cfg.ObservePoll, Now: time.Now, Timeout: cfg.ReconcileTimeout}
 	if err := observer.SetupWithManager(mgr); err != nil {
 		return err
 	}

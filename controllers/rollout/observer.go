@@ -2,12 +2,16 @@ package rollout
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -15,10 +19,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/lastcall-dev/lastcall/controllers/dataplane"
 	"github.com/lastcall-dev/lastcall/controllers/managed"
@@ -28,9 +35,31 @@ import (
 )
 
 // Ready is offered by registries where being listed is not being sent traffic: EndpointSlices
-// list a draining pod as not ready. The observer asks it instead of Visible.
+// list a draining pod as not ready. The observer asks it instead of Visible; it answers from
+// the manager's cache, and the observer follows EndpointSlice changes.
 type Ready interface {
 	Ready(ctx context.Context, in registry.Instance) (bool, error)
+}
+
+// Follower is offered by registries that answer for every draining pod of a service from one
+// watch of that service (Consul's blocking queries): Follow runs until ctx ends and calls
+// changed when a service's answer may have changed; Listed answers from the watch without I/O,
+// with known false until the watch has an answer and while it fails.
+type Follower interface {
+	Follow(ctx context.Context, changed func(service string)) error
+	Listed(in registry.Instance) (listed, known bool)
+}
+
+// MaxLook is the longest a draining pod waits to be looked at again: the interval for
+// registries that can only be polled grows to it (see NextLook), and it is the safety net for
+// those whose changes arrive as events.
+const MaxLook = 5 * time.Second
+
+// NextLook is how soon a pod that waits on a registry that can only be polled is looked at
+// again, age after its deletion: every poll at first, then an eighth of the age, at most MaxLook,
+// so the reads per pod grow with the logarithm of its drain, not with its length.
+func NextLook(age, poll time.Duration) time.Duration {
+	return min(max(poll, age/8), max(poll, MaxLook))
 }
 
 // Observer records deleting managed pods' drain timelines.
@@ -41,44 +70,132 @@ type Observer struct {
 	// Adapters is the table the pod's annotations are read against.
 	Adapters []registry.Adapter
 	Recorder events.EventRecorder
-	// Poll is how often a draining pod is looked at again: registries are read, not watched.
+	// Poll is how often a draining pod is looked at while a registry it waits on can only be
+	// polled (neither Ready nor a Follower); see NextLook.
 	Poll time.Duration
 	Now  func() time.Time
+	// Timeout bounds one reconcile; none when zero.
+	Timeout time.Duration
+
+	mu sync.Mutex
+	// gone holds the last state of pods deleted before their timeline was reported, until a
+	// reconcile reports them.
+	gone map[types.NamespacedName]*corev1.Pod
+	// waiting holds, per followed registry and service, the pods whose stage there is open.
+	waiting map[followKey]map[types.NamespacedName]bool
+	queue   workqueue.TypedRateLimitingInterface[reconcile.Request]
 }
+
+type followKey struct{ registry, service string }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 
-// SetupWithManager watches deleting pods, and reports a timeline when its pod disappears.
+// SetupWithManager watches deleting pods, EndpointSlices listing pods that are not ready, and the
+// services of followed registries; a pod that disappears is reported by a reconcile.
 func (o *Observer) SetupWithManager(mgr ctrl.Manager) error {
+	for name, reg := range o.Registries {
+		if f, ok := reg.(Follower); ok {
+			if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+				return f.Follow(ctx, func(service string) { o.changed(followKey{name, service}) })
+			})); err != nil {
+				return err
+			}
+		}
+	}
 	deleting := predicate.NewPredicateFuncs(func(obj client.Object) bool { return obj.GetDeletionTimestamp() != nil })
-	gone := handler.Funcs{DeleteFunc: func(ctx context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		if pod, ok := e.Object.(*corev1.Pod); ok {
-			o.finish(ctx, pod)
+	gone := handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if pod, ok := e.Object.(*corev1.Pod); ok && o.deleted(pod) {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pod)})
 		}
 	}}
+	queue := source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		o.mu.Lock()
+		o.queue = q
+		o.mu.Unlock()
+		return nil
+	})
 	return ctrl.NewControllerManagedBy(mgr).Named("rollout-observer").
 		For(&corev1.Pod{}, builder.WithPredicates(deleting)).
 		Watches(&corev1.Pod{}, gone).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(unreadyPods)).
+		WatchesRawSource(queue).
+		WithOptions(controller.Options{ReconciliationTimeout: o.Timeout}).
 		Complete(o)
 }
 
-// Reconcile advances the pod's timeline and keeps it on the pod.
+// deleted keeps the last state of a pod that disappeared before its timeline was reported, for
+// a reconcile to report it (and retry until it can); it reports whether there is one to run.
+// No I/O: nothing retries an informer's handler.
+func (o *Observer) deleted(pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) || Parse(pod).Reported {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.gone == nil {
+		o.gone = map[types.NamespacedName]*corev1.Pod{}
+	}
+	o.gone[client.ObjectKeyFromObject(pod)] = pod
+	return true
+}
+
+// unreadyPods maps an EndpointSlice to the pods it lists as not ready or terminating: draining
+// pods, and pods still starting, which the reconcile drops at once.
+func unreadyPods(_ context.Context, obj client.Object) []reconcile.Request {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil
+	}
+	var out []reconcile.Request
+	for _, ep := range s.Endpoints {
+		c := ep.Conditions
+		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" && (c.Ready == nil || !*c.Ready || (c.Terminating != nil && *c.Terminating)) {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: ep.TargetRef.Name}})
+		}
+	}
+	return out
+}
+
+// changed queues the pods waiting on a followed service.
+func (o *Observer) changed(k followKey) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.queue == nil {
+		return
+	}
+	for key := range o.waiting[k] {
+		o.queue.Add(reconcile.Request{NamespacedName: key})
+	}
+}
+
+// Reconcile advances the pod's timeline and keeps it on the pod; it reports pods that
+// disappeared, retrying until the report is out.
 func (o *Observer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pod := &corev1.Pod{}
-	if err := o.Client.Get(ctx, req.NamespacedName, pod); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	err := o.Client.Get(ctx, req.NamespacedName, pod)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
 	}
-	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) {
+	exists := err == nil
+	if err := o.finishGone(ctx, req.NamespacedName, pod, exists); err != nil {
+		return ctrl.Result{}, err
+	}
+	if !exists || pod.DeletionTimestamp == nil || !managed.IsManaged(pod) {
 		return ctrl.Result{}, nil
 	}
 	tl := Parse(pod)
 	if tl.Reported {
+		o.done(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	next := Advance(tl, pod, o.observe(ctx, pod))
+	obs, polled := o.observe(ctx, pod)
+	next := Advance(tl, pod, obs)
 	if next.Complete() {
-		o.report(ctx, pod, next)
+		if err := o.report(ctx, pod, next); err != nil {
+			return ctrl.Result{}, err
+		}
 		next.Reported = true
 	}
 	if !next.Equal(tl) {
@@ -92,19 +209,58 @@ func (o *Observer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 		}
 	}
 	if next.Reported {
+		o.done(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{RequeueAfter: o.Poll}, nil
+	if polled {
+		return ctrl.Result{RequeueAfter: NextLook(obs.Now.Sub(next.Deleted), o.Poll)}, nil
+	}
+	return ctrl.Result{RequeueAfter: MaxLook}, nil
+}
+
+// finishGone reports the deleted pod recorded under key, unless the pod found there (exists)
+// is that very pod.
+func (o *Observer) finishGone(ctx context.Context, key types.NamespacedName, current *corev1.Pod, exists bool) error {
+	o.mu.Lock()
+	pod := o.gone[key]
+	o.mu.Unlock()
+	if pod == nil || (exists && current.UID == pod.UID) {
+		return nil
+	}
+	if err := o.finish(ctx, pod); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	if o.gone[key] == pod {
+		delete(o.gone, key)
+	}
+	o.mu.Unlock()
+	o.done(key)
+	return nil
+}
+
+// done forgets a pod whose timeline is reported.
+func (o *Observer) done(key types.NamespacedName) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, pods := range o.waiting {
+		delete(pods, key)
+		if len(pods) == 0 {
+			delete(o.waiting, k)
+		}
+	}
 }
 
 // observe asks the registries; an unanswered question counts as "still listed", so a stage is
-// only ever recorded on evidence.
-func (o *Observer) observe(ctx context.Context, pod *corev1.Pod) Observation {
-	obs := Observation{Now: o.Now(), Listed: map[string]bool{}}
+// only ever recorded on evidence. polled tells whether an open stage waits on a registry that
+// can only be polled.
+func (o *Observer) observe(ctx context.Context, pod *corev1.Pod) (obs Observation, polled bool) {
+	obs = Observation{Now: o.Now(), Listed: map[string]bool{}}
 	s, err := managed.SettingsOf(pod.Annotations, o.Adapters)
 	if err != nil {
 		s, _ = managed.SettingsOf(nil, o.Adapters) // the registries every pod uses
 	}
+	key := client.ObjectKeyFromObject(pod)
 	for _, name := range s.Registries {
 		reg := o.Registries[name]
 		if reg == nil {
@@ -112,15 +268,41 @@ func (o *Observer) observe(ctx context.Context, pod *corev1.Pod) Observation {
 		}
 		in := s.Instance(pod, name)
 		var listed bool
-		if r, ok := reg.(Ready); ok {
+		switch r := reg.(type) {
+		case Follower:
+			var known bool
+			listed, known = r.Listed(in)
+			listed = listed || !known
+			o.wait(followKey{name, in.Service}, key, listed)
+		case Ready:
 			listed, err = r.Ready(ctx, in)
-		} else {
+			listed = listed || err != nil
+		default:
 			listed, err = reg.Visible(ctx, in)
+			listed = listed || err != nil
+			polled = polled || listed
 		}
-		obs.Listed[name] = listed || err != nil
+		obs.Listed[name] = listed
 	}
 	obs.Dataplane = dataplaneStage(pod)
-	return obs
+	return obs, polled
+}
+
+// wait records whether a pod still waits on a followed service.
+func (o *Observer) wait(k followKey, pod types.NamespacedName, open bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.waiting == nil {
+		o.waiting = map[followKey]map[types.NamespacedName]bool{}
+	}
+	switch {
+	case open && o.waiting[k] == nil:
+		o.waiting[k] = map[types.NamespacedName]bool{pod: true}
+	case open:
+		o.waiting[k][pod] = true
+	default:
+		delete(o.waiting[k], pod)
+	}
 }
 
 // dataplaneStage reads the dataplane fan-in's condition: no stage without it (no agents), a
@@ -139,24 +321,21 @@ func dataplaneStage(pod *corev1.Pod) *Stage {
 
 // finish reports a pod that disappeared before its timeline was reported: its containers ended
 // by then, so the deletion time bounds their termination.
-func (o *Observer) finish(ctx context.Context, pod *corev1.Pod) {
-	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) {
-		return
-	}
+func (o *Observer) finish(ctx context.Context, pod *corev1.Pod) error {
 	tl := Parse(pod)
-	if tl.Reported {
-		return
-	}
 	now := o.Now()
 	tl = Advance(tl, pod, Observation{Now: now})
 	if tl.Terminated.IsZero() {
 		tl.Terminated = now
 	}
-	o.report(ctx, pod, tl)
+	return o.report(ctx, pod, tl)
 }
 
-func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) {
-	workload, obj, cause := o.workload(ctx, pod)
+func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) error {
+	workload, obj, cause, err := o.workload(ctx, pod)
+	if err != nil {
+		return err
+	}
 	metrics.DrainDuration.WithLabelValues(pod.Namespace, workload).Observe(tl.Terminated.Sub(tl.Deleted).Seconds())
 	for _, s := range tl.Registries {
 		if !s.Out.IsZero() {
@@ -170,14 +349,15 @@ func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) {
 	if o.Recorder != nil {
 		o.Recorder.Eventf(obj, pod, kind, "PodDrained", "Drain", "%s", tl.Summary(pod.Name, cause))
 	}
+	return nil
 }
 
 // workload finds the Deployment or StatefulSet the pod belongs to, for Events and metric labels,
 // and why it is losing pods; the pod itself when there is none lastcall manages.
-func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, client.Object, string) {
+func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, client.Object, string, error) {
 	owner := metav1.GetControllerOf(pod)
 	if owner == nil {
-		return pod.Name, pod, CauseOther
+		return pod.Name, pod, CauseOther, nil
 	}
 	key := types.NamespacedName{Namespace: pod.Namespace, Name: owner.Name}
 	var obj client.Object
@@ -189,16 +369,18 @@ func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, clien
 	case "StatefulSet":
 		obj = &appsv1.StatefulSet{}
 	default:
-		return owner.Name, pod, CauseOther
+		return owner.Name, pod, CauseOther, nil
 	}
-	if err := o.Client.Get(ctx, key, obj); err != nil {
-		return key.Name, pod, CauseOther // not labelled, so not cached: the pod carries the Event
+	if err := o.Client.Get(ctx, key, obj); apierrors.IsNotFound(err) {
+		return key.Name, pod, CauseOther, nil // not labelled, so not cached: the pod carries the Event
+	} else if err != nil {
+		return "", nil, "", fmt.Errorf("read the pod's %s %s: %w", owner.Kind, key, err)
 	}
 	switch w := obj.(type) {
 	case *appsv1.Deployment:
-		return key.Name, obj, DeploymentCause(w)
+		return key.Name, obj, DeploymentCause(w), nil
 	case *appsv1.StatefulSet:
-		return key.Name, obj, StatefulSetCause(w)
+		return key.Name, obj, StatefulSetCause(w), nil
 	}
-	return key.Name, obj, CauseOther
+	return key.Name, obj, CauseOther, nil
 }

@@ -46,6 +46,9 @@ type Config struct {
 type Registry struct {
 	cfg Config
 	log *slog.Logger
+
+	followMu sync.Mutex
+	follow   *following // while Follow runs
 }
 
 var _ registry.Registry = (*Registry)(nil)

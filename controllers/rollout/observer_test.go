@@ -1,0 +1,98 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/lastcall-dev/lastcall/controllers/managed"
+)
+
+func TestNextLook(t *testing.T) {
+	poll := 250 * time.Millisecond
+	tests := []struct {
+		age, poll, want time.Duration
+	}{
+		{0, poll, poll},
+		{2 * time.Second, poll, poll},
+		{8 * time.Second, poll, time.Second},
+		{time.Minute, poll, MaxLook},
+		{time.Minute, 10 * time.Second, 10 * time.Second}, // a poll above MaxLook is kept
+	}
+	for _, tt := range tests {
+		if got := NextLook(tt.age, tt.poll); got != tt.want {
+			t.Errorf("NextLook(%s, %s) = %s, want %s", tt.age, tt.poll, got, tt.want)
+		}
+	}
+}
+
+// A pod that disappears before its timeline is reported is reported by a reconcile, which
+// retries when it cannot read the workload yet (the informer's delete handler did that read
+// itself, once, and reported a failed read as a plain deletion on the pod).
+func TestAPodThatDisappearedIsReportedByAReconcileThatRetries(t *testing.T) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{managed.Label: "true"}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: labels, Generation: 2},
+		Spec:   appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 1}}
+	pod := deletingPod(30)
+	pod.Namespace, pod.Name, pod.UID = "shop", "web-abc12-x", "uid-1"
+	pod.Labels = map[string]string{managed.Label: "true", appsv1.DefaultDeploymentUniqueLabelKey: "abc12"}
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-abc12", UID: "rs", Controller: ptr.To(true)}}
+
+	failures := 1
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(d).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*appsv1.Deployment); ok && failures > 0 {
+				failures--
+				return errors.New("the cache is not reachable")
+			}
+			return cl.Get(ctx, key, obj, opts...)
+		}}).Build()
+	rec := events.NewFakeRecorder(10)
+	o := &Observer{Client: c, Recorder: rec, Poll: time.Second, Now: func() time.Time { return t0.Add(20 * time.Second) }}
+
+	if !o.deleted(pod) {
+		t.Fatal("a managed pod deleted before its report must be kept for a reconcile")
+	}
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pod)}
+	if _, err := o.Reconcile(context.Background(), req); err == nil {
+		t.Fatal("Reconcile with the workload unreadable: no error, so nothing retries it")
+	}
+	if len(rec.Events) != 0 {
+		t.Fatalf("reported before the workload could be read: %s", <-rec.Events)
+	}
+	if _, err := o.Reconcile(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Events) != 1 {
+		t.Fatalf("%d events, want 1", len(rec.Events))
+	}
+	if ev := <-rec.Events; !strings.Contains(ev, "PodDrained") || !strings.Contains(ev, CauseRollingUpdate) {
+		t.Errorf("event %q: want PodDrained for a rolling update", ev)
+	}
+	if _, err := o.Reconcile(context.Background(), req); err != nil || len(rec.Events) != 0 {
+		t.Errorf("a third reconcile reported again (err %v)", err)
+	}
+	reported := pod.DeepCopy()
+	reported.Annotations = map[string]string{Annotation: Timeline{Reported: true}.Encode()}
+	if o.deleted(reported) {
+		t.Error("a pod whose timeline was reported needs no reconcile")
+	}
+}
