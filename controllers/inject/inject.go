@@ -130,7 +130,7 @@ func Pod(in *corev1.Pod, o Options) Result {
 
 	addHelper(pod, target, o)
 	c := &pod.Spec.Containers[target]
-	flags := hookFlags(pod, o, warn)
+	flags := hookFlags(pod, c, o, warn)
 	usesConsul := slices.Contains(flags.registries, "consul")
 	for _, e := range envVars(usesConsul && !hasEnv(c, "LASTCALL_CONSUL_ADDR", "CONSUL_HTTP_ADDR"), o.ConsulAddr) {
 		addEnv(c, e, warn)
@@ -302,8 +302,9 @@ type hook struct {
 }
 
 // hookFlags turns the pod's annotations into lastcall-prestop's flags; a bad annotation is
-// reported and left out (the helper's default applies).
-func hookFlags(pod *corev1.Pod, o Options, warn func(string, ...any)) hook {
+// reported and left out (the helper's default applies). The webhook's drain budget is passed
+// too, unless container c sets the helper's variable itself (a flag would override it).
+func hookFlags(pod *corev1.Pod, c *corev1.Container, o Options, warn func(string, ...any)) hook {
 	ann := pod.Annotations
 	h := hook{args: []string{HelperPath}}
 	settings, err := managed.SettingsOf(ann, o.Adapters)
@@ -320,13 +321,20 @@ func hookFlags(pod *corev1.Pod, o Options, warn func(string, ...any)) hook {
 			h.args = append(h.args, fmt.Sprintf("--%s-service=%s", a.Name, svc))
 		}
 	}
+	budget, reserve := o.Drain.MaxWait, o.Drain.Reserve
+	if hasEnv(c, "LASTCALL_MAX_WAIT") {
+		budget = 0
+	}
+	if hasEnv(c, "LASTCALL_RESERVE") {
+		reserve = 0
+	}
 	// warnings.Check (via graceWarnings) reports malformed durations; here they are left out.
-	if d, ok := annotationDuration(ann, managed.DrainBudgetAnnotation, o.Drain.MaxWait); ok && d > 0 {
+	if d, ok := annotationDuration(ann, managed.DrainBudgetAnnotation, budget); ok && d > 0 {
 		h.args = append(h.args, "--max-wait="+d.String())
 	} else if ok && d <= 0 && ann[managed.DrainBudgetAnnotation] != "" {
 		warn("annotation %s=%q: want a positive duration such as 20s; lastcall-prestop keeps its default", managed.DrainBudgetAnnotation, ann[managed.DrainBudgetAnnotation])
 	}
-	if d, ok := annotationDuration(ann, managed.ReserveAnnotation, o.Drain.Reserve); ok && (d > 0 || ann[managed.ReserveAnnotation] != "") {
+	if d, ok := annotationDuration(ann, managed.ReserveAnnotation, reserve); ok && (d > 0 || ann[managed.ReserveAnnotation] != "") {
 		h.args = append(h.args, "--reserve="+d.String())
 	}
 	if v, set := ann[AppAdminAnnotation]; set {

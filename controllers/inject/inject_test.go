@@ -179,6 +179,10 @@ func TestPod(t *testing.T) {
 				t.Errorf("init container runAsUser %v, want the image's 65532", u)
 			}
 		}},
+		{name: "helper-env", in: "helper-env.pod.yaml", changed: true, check: func(t *testing.T, pod *corev1.Pod) {
+			// the container's LASTCALL_RESERVE stays in force; the annotation still wins over LASTCALL_MAX_WAIT
+			wantInjected(t, pod, "web", HelperPath, "--max-wait=25s")
+		}},
 		{name: "consul-no-address", in: "consul-no-address.pod.yaml", changed: true,
 			warnings: []string{"the pod names a Consul service but container web sets no CONSUL_HTTP_ADDR"}},
 	}
