@@ -374,7 +374,8 @@ func annotationDuration(ann map[string]string, key string, def time.Duration) (t
 func setHook(c *corev1.Container, args []string, warn func(string, ...any)) {
 	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
 		if ex := c.Lifecycle.PreStop.Exec; ex == nil || len(ex.Command) == 0 || ex.Command[0] != HelperPath {
-			warn("container %s has a preStop hook of its own: kept it, and lastcall-prestop was not added as its hook; the binary is at %s for your hook to run (or remove yours: lastcall-prestop replaces a sleep)", c.Name, HelperPath)
+			// the API server may cut warnings past 256 characters: keep it short
+			warn("container %s has a preStop hook of its own: kept it, lastcall-prestop not added; your hook can run %s (or remove it: lastcall-prestop replaces a sleep)", c.Name, HelperPath)
 			return
 		}
 	}
