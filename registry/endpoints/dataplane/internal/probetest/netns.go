@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,11 +48,13 @@ func InNetns(t *testing.T, env []string, commands ...string) bool {
 	cmd := exec.Command(os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.v", "-test.count=1", "-test.timeout=0")
 	cmd.Env = append(append(os.Environ(), env...), netnsChild+"="+t.Name())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	out, err := cmd.CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
-		t.Fatalf("in a new network namespace: %v\n%s", err, out)
+	// Streamed as it comes (go test shows it with -v or on failure): a long run shows progress.
+	var out bytes.Buffer
+	cmd.Stdout = io.MultiWriter(&out, os.Stdout)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Run(); err != nil || !bytes.Contains(out.Bytes(), []byte("--- PASS: "+t.Name())) {
+		t.Fatalf("in a new network namespace: %v (its output is above)", err)
 	}
-	t.Logf("in a new network namespace:\n%s", out)
 	return false
 }
 
