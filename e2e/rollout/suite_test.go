@@ -109,18 +109,15 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		ObjectMeta: metav1.ObjectMeta{Name: appServiceAccount}}, metav1.CreateOptions{})
 	Expect(err).NotTo(HaveOccurred())
 
-	By("Consul (one dev-mode server) and the load generator")
+	By("Consul (one server) and the load generator")
 	Expect(deployConsul(ctx, strings.TrimSpace(consulImage))).To(Succeed())
 	Expect(deployLoadgen(ctx)).To(Succeed())
 
 	By("helm install lastcall (controller, prestop RBAC for the app's ServiceAccount)")
 	Expect(waitDeploymentAvailable(ctx, namespace, "consul", 3*time.Minute)).To(Succeed())
+	// A release left by an earlier run keeps running against the Consul this run recreated
+	// behind the same name: the controller must follow it (issue 14), so it is not restarted.
 	Expect(helmInstall(ctx)).To(Succeed())
-	// A release left by an earlier run knew the Consul this run replaced: a controller left
-	// running then read 404s through Consul's recreated Service until restarted (not yet
-	// understood; see the e2e issue's notes). Start it afresh.
-	out, err := cl.KubectlOutput(ctx, releaseNamespace, "rollout", "restart", "deployment/lastcall-controller")
-	Expect(err).NotTo(HaveOccurred(), out)
 	Expect(waitDeploymentAvailable(ctx, releaseNamespace, "lastcall-controller", 3*time.Minute)).To(Succeed())
 	Expect(waitPodReady(ctx, namespace, loadgenName, 3*time.Minute)).To(Succeed())
 }, NodeTimeout(30*time.Minute))
