@@ -200,6 +200,8 @@ var _ = Describe("faults under load", Label("faults"), Ordered, ContinueOnFailur
 // gone and which Warnings the Deployment got.
 func runFault(ctx context.Context, fc faultCase, v variant) faultResult {
 	res := faultResult{name: fc.name, clean: -1}
+	// extra helper flags need the hook written into the template, not injected
+	v.handWritten = v.handWritten || len(fc.helperArgs) > 0
 	v.tweak = func(d *appsv1.Deployment) {
 		if fc.tweak != nil {
 			fc.tweak(d)

@@ -52,6 +52,7 @@ const (
 	loadgenImage     = "lastcall-e2e-loadgen:dev"
 	controllerImage  = "lastcall-controller:dev"
 	nodeImage        = "lastcall-node:dev"
+	prestopImage     = "lastcall-prestop:dev" // what the webhook injects
 )
 
 type settings struct {
@@ -89,15 +90,17 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	cl, err = cluster.Connect(filepath.Join("..", ".."))
 	Expect(err).NotTo(HaveOccurred())
 	cs = cl.Client
+	Expect(loadAdoption(filepath.Join(cl.RepoRoot, "README.md"))).To(Succeed())
 
 	if !conf.skipImages {
 		// lastcall-node from the iptables/nft base the offline node image build made (hack/images.sh finds it)
-		By("building the app, load generator, controller and lastcall-node images and loading them into kind")
+		By("building the app, load generator, controller, lastcall-node and lastcall-prestop images and loading them into kind")
 		Expect(cl.Script(ctx, GinkgoWriter, nil, "hack/images.sh",
 			"e2e/app/Dockerfile="+appImage,
 			"e2e/loadgen/Dockerfile="+loadgenImage,
 			"cmd/lastcall-controller/Dockerfile="+controllerImage,
-			"cmd/lastcall-node/Dockerfile="+nodeImage)).To(Succeed())
+			"cmd/lastcall-node/Dockerfile="+nodeImage,
+			"cmd/lastcall-prestop/Dockerfile="+prestopImage)).To(Succeed())
 	}
 	By("building and loading the Consul image")
 	consulImage, err := cl.ScriptOutput(ctx, GinkgoWriter, "hack/consul-image.sh")
@@ -237,6 +240,11 @@ func helmInstall(ctx context.Context, extra ...string) error {
 		"--set", "node.image.repository=" + strings.Split(nodeImage, ":")[0],
 		"--set", "node.image.tag=" + strings.Split(nodeImage, ":")[1],
 		"--set", "node.image.pullPolicy=Never",
+		// the injection webhook, on by default: the helper from this build, Consul's address
+		"--set", "webhook.inject.image.repository=" + strings.Split(prestopImage, ":")[0],
+		"--set", "webhook.inject.image.tag=" + strings.Split(prestopImage, ":")[1],
+		"--set", "webhook.inject.image.pullPolicy=Never",
+		"--set", "webhook.inject.consulAddress=" + consulURL,
 		// one replica: the machine has 2 cores; leader election still runs
 		"--set", "replicaCount=1",
 		"--set", "podDisruptionBudget.enabled=false",

@@ -5,6 +5,7 @@ package rollout
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -23,8 +24,12 @@ const (
 // variant is how the workload shuts down.
 type variant struct {
 	name     string
-	lastcall bool  // graceful app, lastcall-prestop hook, readiness gate, managed by the controller
-	sleep    int32 // > 0: plain app with a native preStop sleep of that many seconds
+	lastcall bool // graceful app, lastcall-prestop hook, readiness gate, managed by the controller
+	// handWritten: the hook, env, gate and labels written into the pod template, as without the
+	// webhook; otherwise (and unless E2E_PRESTOP_FLAGS adds flags) the template carries only the
+	// README's adoption snippet and the webhook injects the rest
+	handWritten bool
+	sleep       int32 // > 0: plain app with a native preStop sleep of that many seconds
 	// tweak, when set, changes the Deployment after it is built (fault cases: grace period,
 	// annotations)
 	tweak func(*appsv1.Deployment)
@@ -85,6 +90,14 @@ func (v variant) deployment(replicas int32) *appsv1.Deployment {
 	}
 	var gates []corev1.PodReadinessGate
 	switch {
+	case v.lastcall && !v.handWritten && len(conf.prestopFlags) == 0:
+		// label-only adoption: exactly the README's snippet (issue 16)
+		for k, val := range adoption.labels {
+			podLabels[k] = val
+		}
+		for k, val := range adoption.annotations {
+			annotations[k] = strings.ReplaceAll(val, adoptionService, name)
+		}
 	case v.lastcall:
 		podLabels["lastcall.dev/managed"] = "true"
 		labels["lastcall.dev/managed"] = "true"
