@@ -48,8 +48,8 @@ type CheckRequest struct {
 }
 
 // TargetJSON is one pod IP and, optionally, the Service ports whose EndpointSlices list it.
-// With ports for every IP, iptables mode reads only those Services' chains (milliseconds at
-// any scale); without, it reads the whole nat table. Ports must then be complete: a Service
+// With ports for every IP, nftables mode and iptables mode (nf_tables backend) read only those
+// Services' chains (milliseconds at any scale); without, the whole table. Ports must then be complete: a Service
 // left out is not read.
 type TargetJSON struct {
 	IP    string     `json:"ip"`
