@@ -39,12 +39,12 @@ const DefaultMaxChainReads = 256
 // (which hands over the whole table for every read), when the reads would exceed the bound, and
 // when kube-proxy's names do not match the formula.
 //
-// The names are checked against the ruleset before they are trusted, every 10 minutes (namecheck.Recheck): a
-// KUBE-SERVICES rule's comment and protocol must hash to its target chain, and an endpoint
-// chain's DNAT destination to that chain's name. A formula that drifted would otherwise find no
-// chain and answer NotRouted. What the check cannot catch is a wrong or missing Service port in
-// the request: the ports must come from the EndpointSlices that list the IP, which are what
-// kube-proxy reads too.
+// The names are checked against the ruleset before they are trusted, once per namecheck.Recheck: a
+// KUBE-SERVICES rule's comment and protocol must hash to its target chain, and an endpoint chain's
+// DNAT destination to that chain's name. A formula that drifted would otherwise find no chain and
+// answer NotRouted. What the check cannot catch is a wrong or missing Service port in the request:
+// the ports must come from the EndpointSlices that list the IP, which are what kube-proxy reads
+// too.
 //
 // A targeted check reads chains one command at a time, so it is not one snapshot of the table,
 // but each chain read is; a draining endpoint only ever leaves a chain, so a read that

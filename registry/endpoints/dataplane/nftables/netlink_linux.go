@@ -102,7 +102,8 @@ func addrLen(family dataplane.Family) int {
 // errChanged is a read the ruleset changed under.
 var errChanged = errors.New("the ruleset changed while it was read")
 
-// snapshotTries bounds the reads of one snapshot; kube-proxy syncs at most once a second by default.
+// snapshotTries bounds the reads of one snapshot; kube-proxy syncs at most once a second by
+// default.
 const snapshotTries = 5
 
 // snapshot runs read until the ruleset generation is the same before and after it.

@@ -42,14 +42,14 @@ const DefaultMaxChainReads = 256
 // missing, when the reads would exceed the bound, and when kube-proxy's names do not match
 // the formula.
 //
-// The names are checked against the ruleset before they are trusted, every 10 minutes (namecheck.Recheck):
-// every element of the service-ips and service-nodeports maps must go to a chain whose name
-// hashes as the formula says and whose protocol is the element's, and an endpoint chain that
-// is not draining must DNAT to the endpoint its name says. A port whose chains are missing is
-// looked up in those maps; if they name it, the whole table is read. A formula that drifted
-// would otherwise find no chain and answer NotRouted. What the check cannot catch is a wrong
-// or missing Service port in the request: the ports must come from the EndpointSlices that list
-// the IP, which are what kube-proxy reads too.
+// The names are checked against the ruleset before they are trusted, again every namecheck.Recheck:
+// every element of the service-ips and service-nodeports maps must go to a chain whose name hashes
+// as the formula says and whose protocol is the element's, and an endpoint chain that is not
+// draining must DNAT to the endpoint its name says. A port whose chains are missing is looked up in
+// those maps; if they name it, the whole table is read. A formula that drifted would otherwise find
+// no chain and answer NotRouted. What the check cannot catch is a wrong or missing Service port in
+// the request: the ports must come from the EndpointSlices that list the IP, which are what
+// kube-proxy reads too.
 //
 // Each chain read is one consistent snapshot of that chain (Netlink: the ruleset generation
 // did not change while it read); a check reads chains one after the other, and a draining
