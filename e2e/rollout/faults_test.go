@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -58,6 +59,9 @@ type faultCase struct {
 	zero bool
 	// events are Warning reasons lastcall must record on the Deployment.
 	events []string
+	// noKubelet: pods on a node without a kubelet cannot exit, whatever their grace period;
+	// their drains are reported, not held to it.
+	noKubelet bool
 }
 
 // faultResult is one run of one case.
@@ -70,6 +74,7 @@ type faultResult struct {
 	pastGrace  int
 	longest    time.Duration
 	events     []string // Warning reasons and messages on the Deployment
+	detail     string   // what the fault itself measured
 	err        error
 }
 
@@ -141,6 +146,18 @@ var faultCases = []faultCase{
 		helperArgs: []string{"--quiet=banana"},
 	},
 	{
+		name: "node-lost", about: "the worker without the controller stopped (`docker stop`) under load for 100 s, then started again; pods tolerate the unreachable node for 30 s",
+		sc: scenario{name: "node-lost", before: 6, after: 6, retired: 1, change: func(context.Context, string, int) error { return nil }},
+		tweak: func(d *appsv1.Deployment) {
+			for _, key := range []string{"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"} {
+				d.Spec.Template.Spec.Tolerations = append(d.Spec.Template.Spec.Tolerations, corev1.Toleration{
+					Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](30)})
+			}
+		},
+		at: 2 * time.Second, hold: 100 * time.Second, noKubelet: true,
+		inject: loseNode,
+	},
+	{
 		name: "fifty-at-once", about: "50 pods draining at once: scale-down 60 → 10",
 		sc: scenario{name: "scale-down-60-10", before: 60, after: 10, change: func(ctx context.Context, name string, _ int) error {
 			return updateDeployment(ctx, name, func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To[int32](10) })
@@ -182,7 +199,9 @@ var _ = Describe("faults under load", Label("faults"), Ordered, ContinueOnFailur
 			for _, s := range report.Summarize(lc.run) {
 				GinkgoWriter.Printf("%s\n", describe(s))
 			}
-			Expect(lc.pastGrace).To(BeZero(), "pods alive past their grace period with lastcall")
+			if !fc.noKubelet {
+				Expect(lc.pastGrace).To(BeZero(), "pods alive past their grace period with lastcall")
+			}
 			Expect(lc.stale).To(BeZero(), "Consul instances of pods that are gone, %s after the fault", staleLimit)
 			Expect(failedAll(lc.run)).To(BeNumerically("<=", failedAll(ctl.run)), "lastcall failed more requests than the control")
 			if fc.zero {
@@ -263,6 +282,7 @@ func runFault(ctx context.Context, fc faultCase, v variant) faultResult {
 			return w.err
 		}
 		res.start, res.end = w.start, w.end
+		res.detail = lostNodeReport.take()
 		res.clean, res.stale = waitNoStaleConsul(ctx, workload, w.end)
 		evs, err := warnings(ctx, workload)
 		res.events = evs
@@ -305,8 +325,11 @@ func nodeExec(ctx context.Context, node string, args ...string) error {
 // its pods' processes; the host may run other Consul processes).
 func signalConsul(ctx context.Context, sig string) error {
 	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=consul"})
-	if err != nil || len(pods.Items) != 1 {
-		return fmt.Errorf("the consul pod: %d found: %v", len(pods.Items), err)
+	if err != nil {
+		return fmt.Errorf("the consul pod: %w", err)
+	}
+	if len(pods.Items) != 1 {
+		return fmt.Errorf("the consul pod: %d found, want 1", len(pods.Items))
 	}
 	script := fmt.Sprintf(`n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = consul ] && kill -%s ${p#/proc/} && n=$((n+1)); done; [ $n -ge 1 ]`, sig)
 	return nodeExec(ctx, pods.Items[0].Spec.NodeName, "sh", "-c", script)
@@ -507,6 +530,171 @@ func faultsMarkdown(results []faultResult) string {
 			fmt.Fprintf(&b, "| %s | %d / %d | %d / %d | %s | %s | %s | %d | %d | %s | %s |\n", r.run.Variant, req[0], req[1], failed[0], failed[1],
 				strings.Join(cls, " "), short(r.end.Sub(r.start)), clean, r.stale, r.pastGrace, short(r.longest), strings.Join(slices.Compact(reasons), ", "))
 		}
+		for _, r := range byCase[name] {
+			if r.detail != "" {
+				fmt.Fprintf(&b, "\n%s: %s\n", r.run.Variant, r.detail)
+			}
+		}
 	}
 	return b.String()
+}
+
+// lostNodeReport carries what loseNode measured to the run's result.
+var lostNodeReport faultNote
+
+type faultNote struct {
+	mu   sync.Mutex
+	text string
+}
+
+func (r *faultNote) set(s string) { r.mu.Lock(); r.text = s; r.mu.Unlock() }
+func (r *faultNote) take() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.text
+	r.text = ""
+	return s
+}
+
+// loseNode stops the worker that runs some of workload's pods but not the controller, and
+// follows, every 250 ms until the node is started again, when the node turned NotReady, when
+// its pods were deleted (Kubernetes gave up on them), when the EndpointSlices stopped listing
+// them as ready and when Consul stopped listing them.
+func loseNode(ctx context.Context, workload string) (func(context.Context) error, error) {
+	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + workload})
+	if err != nil {
+		return nil, err
+	}
+	ctrl, err := cs.CoreV1().Pods(releaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=lastcall-controller"})
+	if err != nil {
+		return nil, err
+	}
+	avoid := map[string]bool{}
+	for _, p := range ctrl.Items {
+		avoid[p.Spec.NodeName] = true
+	}
+	onNode := map[string][]string{} // node → pod UIDs
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && !avoid[p.Spec.NodeName] {
+			onNode[p.Spec.NodeName] = append(onNode[p.Spec.NodeName], string(p.UID))
+		}
+	}
+	var node string
+	for n, uids := range onNode {
+		if node == "" || len(uids) > len(onNode[node]) {
+			node = n
+		}
+	}
+	if node == "" {
+		return nil, fmt.Errorf("no worker runs pods of %s without the controller (controller on %v)", workload, avoid)
+	}
+	lost := map[string]bool{}
+	for _, uid := range onNode[node] {
+		lost[uid] = true
+	}
+	GinkgoWriter.Printf("fault node-lost: stopping %s (%d pods of %s)\n", node, len(lost), workload)
+	start := time.Now()
+	if out, err := exec.CommandContext(ctx, "docker", "stop", "-t", "0", node).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("docker stop %s: %w: %s", node, err, out)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	var notReady, deleted, unlisted, deregistered time.Duration
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		since := func(d *time.Duration, ok bool) {
+			if ok && *d == 0 {
+				*d = time.Since(start)
+			}
+		}
+		for watchCtx.Err() == nil {
+			if n, err := cs.CoreV1().Nodes().Get(watchCtx, node, metav1.GetOptions{}); err == nil {
+				ready := false
+				for _, c := range n.Status.Conditions {
+					ready = ready || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue)
+				}
+				since(&notReady, !ready)
+			}
+			if ps, err := cs.CoreV1().Pods(namespace).List(watchCtx, metav1.ListOptions{LabelSelector: "app=" + workload}); err == nil {
+				all := true
+				for _, p := range ps.Items {
+					if lost[string(p.UID)] && p.DeletionTimestamp == nil {
+						all = false
+					}
+				}
+				since(&deleted, all)
+			}
+			if n, err := readyOnNode(watchCtx, workload, node); err == nil {
+				since(&unlisted, n == 0)
+			}
+			if n, err := consulInstancesOf(watchCtx, workload, lost); err == nil {
+				since(&deregistered, n == 0)
+			}
+			_ = sleepCtx(watchCtx, 250*time.Millisecond)
+		}
+	}()
+	return func(ctx context.Context) error {
+		stopWatch()
+		<-watched
+		dash := func(d time.Duration) string {
+			if d == 0 {
+				return "not within the outage"
+			}
+			return short(d)
+		}
+		lostNodeReport.set(fmt.Sprintf("%s stopped with %d pods of the workload; after the stop: node NotReady %s, "+
+			"EndpointSlices list none of them as ready %s, their pods deleted (Kubernetes gave up) %s, Consul lists none of them %s",
+			node, len(lost), dash(notReady), dash(unlisted), dash(deleted), dash(deregistered)))
+		if out, err := exec.CommandContext(ctx, "docker", "start", node).CombinedOutput(); err != nil {
+			return fmt.Errorf("docker start %s: %w: %s", node, err, out)
+		}
+		return wait(ctx, 5*time.Minute, func() (bool, error) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return false, nil //nolint:nilerr // the API may lag the node's return: keep waiting
+			}
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					return c.Status == corev1.ConditionTrue, nil
+				}
+			}
+			return false, nil
+		})
+	}, nil
+}
+
+// readyOnNode counts the workload's endpoints on node that its EndpointSlices list as ready.
+func readyOnNode(ctx context.Context, workload, node string) (int, error) {
+	eps, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + workload})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, sl := range eps.Items {
+		for _, e := range sl.Endpoints {
+			if e.NodeName != nil && *e.NodeName == node && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+// consulInstancesOf counts Consul's instances of service whose pod-uid is in uids.
+func consulInstancesOf(ctx context.Context, service string, uids map[string]bool) (int, error) {
+	raw, err := cs.CoreV1().Services(namespace).ProxyGet("http", "consul", "8500", "/v1/catalog/service/"+service, nil).DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var entries []struct{ ServiceMeta map[string]string }
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if uids[e.ServiceMeta["pod-uid"]] {
+			n++
+		}
+	}
+	return n, nil
 }
