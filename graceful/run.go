@@ -184,10 +184,11 @@ func (s *Server) startServers() (*http.Server, net.Listener, error) {
 	addrs := make([]string, len(lns))
 	s.serveErr = make(chan error, len(lns))
 	for i, srv := range s.cfg.Servers {
-		ln := lns[i]
+		ln := s.conns.listen(lns[i])
 		addrs[i] = ln.Addr().String()
 		srv.Handler = s.Wrap(srv.Handler)
 		srv.BaseContext = func(net.Listener) context.Context { return s.base }
+		srv.ConnState = s.conns.hook(srv.ConnState)
 		go func() {
 			var err error
 			if hasCertificate(srv.TLSConfig) {

@@ -33,8 +33,10 @@ var ErrForced = errors.New("graceful: stop forced past a deadline")
 type Config struct {
 	// Servers are the app's HTTP servers (none when it serves only through components, such as
 	// gRPC with graceful/grpcgraceful). Run wraps each Handler with the in-flight accounting
-	// middleware, sets BaseContext (so it can cancel handlers at the stop deadline), and serves
-	// on Listeners[i] when given, else on Addr. A server with TLSConfig carrying a certificate is
+	// middleware, sets BaseContext (so it can cancel handlers at the stop deadline), chains
+	// ConnState (to close idle connections safely at the stop; the connection ConnState and
+	// ConnContext get counts the bytes read, and its NetConn method returns the accepted one),
+	// and serves on Listeners[i] when given, else on Addr. A server with TLSConfig carrying a certificate is
 	// served with TLS (and HTTP/2 when its Protocols allow it). Run owns the Listeners: they are
 	// closed when it returns.
 	Servers   []*http.Server
@@ -114,6 +116,7 @@ type Server struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 	http2Hooks []*http.Server // guarded by mu; see serveHTTP2Locked
+	conns      *conns         // the app servers' connections, for the stop
 	adminAddr  atomic.Pointer[string]
 	addrs      atomic.Pointer[[]string]
 }
@@ -130,6 +133,7 @@ func New(cfg Config) (*Server, error) {
 		idle:       make(chan struct{}, 1),
 		stopReq:    make(chan struct{}),
 		start:      time.Now(),
+		conns:      newConns(),
 	}
 	for i := range s.reached {
 		s.reached[i] = make(chan struct{})

@@ -44,11 +44,17 @@ func (s *Server) stop(started []Component, stopAt time.Time) error {
 	s.goAwayHTTP2()
 	var forced error
 	if handlersDone {
-		// Shutdown closes the listeners and idle connections and returns once every connection
-		// is closed (HTTP/2 ones once their GOAWAY is through), which is after the last
-		// responses were written out: the handler count alone would let Close cut responses
-		// still in the buffers.
 		ctx, cancel := context.WithDeadline(context.Background(), closeBy)
+		// Idle HTTP/1.1 connections close now, except those with a request on its way: see
+		// idle.go.
+		if closed, waited := s.conns.closeIdle(ctx, s.log); closed+waited > 0 {
+			s.log.Info("listeners and idle connections closed", "closed", closed, "waitedForRequests", waited,
+				"took", time.Since(t0).Round(time.Millisecond))
+		}
+		// Shutdown closes what is left idle and returns once every connection is closed
+		// (HTTP/2 ones once their GOAWAY is through), which is after the last responses were
+		// written out: the handler count alone would let Close cut responses still in the
+		// buffers.
 		if shutdownAll(ctx, s.cfg.Servers); ctx.Err() != nil {
 			s.log.Warn("connections still open at the deadline: closing them", "took", time.Since(t0).Round(time.Millisecond))
 		} else {
