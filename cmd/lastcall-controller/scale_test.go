@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -30,14 +32,17 @@ import (
 )
 
 // BenchmarkScale runs the shipped controller binary against a real API server holding
-// LASTCALL_SCALE_DEPLOYMENTS managed Deployments (default 500) of 10 gated pods each, and reports
-// the time until every pod's gate is open, reconciles per second during that sync, reconciles in
-// the quiet 10 s that follow (a storm would show here), and the controller's peak RSS.
+// LASTCALL_SCALE_DEPLOYMENTS managed Deployments (default 500) of 10 gated pods each, and
+// LASTCALL_SCALE_PLAIN Deployments that lastcall does not manage (default 0) of 10 plain pods
+// each, and reports the time until every managed pod's gate is open, reconciles per second during
+// that sync, reconciles in the quiet 10 s that follow (a storm would show here), and the
+// controller's peak RSS.
 func BenchmarkScale(b *testing.B) {
 	deployments := 500
 	if v, err := strconv.Atoi(os.Getenv("LASTCALL_SCALE_DEPLOYMENTS")); err == nil && v > 0 {
 		deployments = v
 	}
+	plain, _ := strconv.Atoi(os.Getenv("LASTCALL_SCALE_PLAIN"))
 	const perDeployment = 10
 	_, cfg := apitest.Start(b)
 	cfg.QPS, cfg.Burst = 500, 1000
@@ -50,8 +55,8 @@ func BenchmarkScale(b *testing.B) {
 
 	for b.Loop() {
 		start := time.Now()
-		populate(b, cs, deployments, perDeployment)
-		b.Logf("created %d Deployments and %d pods in %s", deployments, deployments*perDeployment, time.Since(start).Round(time.Second))
+		populate(b, cs, deployments, plain, perDeployment)
+		b.Logf("created %d managed and %d plain Deployments and %d pods in %s", deployments, plain, (deployments+plain)*perDeployment, time.Since(start).Round(time.Second))
 
 		metricsAddr := freeAddr(b)
 		cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--metrics-bind-address", metricsAddr, "--health-probe-bind-address", "0", "--zap-log-level", "error")
@@ -82,23 +87,61 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-func populate(b *testing.B, cs kubernetes.Interface, deployments, per int) {
+func populate(b *testing.B, cs kubernetes.Interface, deployments, plain, per int) {
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "scale"}}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
-	for d := range deployments {
+	for d := range deployments + plain {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := createWorkload(ctx, cs, d, per); err != nil {
+			create := createWorkload
+			if d >= deployments {
+				create = createPlainWorkload
+			}
+			if err := create(ctx, cs, d, per); err != nil {
 				b.Error(err)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// createPlainWorkload makes a Deployment lastcall does not manage, of the size kubectl apply
+// leaves (its last-applied-configuration, env, probes, resources), and its plain pods.
+func createPlainWorkload(ctx context.Context, cs kubernetes.Interface, d, per int) error {
+	name := fmt.Sprintf("plain-%d", d)
+	labels := map[string]string{"app": name}
+	c := corev1.Container{Name: "web", Image: "web:1.2.3",
+		Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}},
+		Resources:      corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}
+	for i := range 10 {
+		c.Env = append(c.Env, corev1.EnvVar{Name: fmt.Sprintf("SETTING_%d", i), Value: strings.Repeat("v", 40)})
+	}
+	spec := corev1.PodSpec{Containers: []corev1.Container{c}}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(per)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec}},
+	}
+	applied, err := json.Marshal(dep)
+	if err != nil {
+		return err
+	}
+	dep.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": string(applied)}
+	if _, err := cs.AppsV1().Deployments("scale").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	for p := range per {
+		if _, err := cs.CoreV1().Pods("scale").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", name, p), Labels: labels}, Spec: spec}, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func createWorkload(ctx context.Context, cs kubernetes.Interface, d, per int) error {
