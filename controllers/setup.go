@@ -1,20 +1,22 @@
 // Package controllers wires lastcall-controller's reconcilers into a controller-runtime manager.
 // Each concern lives in its own package: gate (registration gate), backstop (backstop and
 // sweeper for registries that keep entries until removed), rollout (drain timelines), warnings
-// (unsafe settings), dataplane (the lastcall-node agents' fan-in, when configured); managed
+// (unsafe settings, and pods the injection webhook missed), dataplane (the lastcall-node agents' fan-in, when configured); managed
 // holds the opt-in rules they share.
 package controllers
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -51,18 +53,26 @@ type Config struct {
 	Log logr.Logger
 	// Dataplane configures the fan-in of the lastcall-node agents; off unless Enabled.
 	Dataplane dataplane.Options
+	// InjectExcluded are the namespaces the injection webhook never selects besides kube-system
+	// (lastcall's own): their pods and workloads are never taken as opted in by lastcall.dev/inject.
+	InjectExcluded []string
 }
 
-// CacheOptions caches opted-in objects, so memory follows what lastcall manages, not the size of
-// the cluster. Pods are the exception: the readiness gate alone opts one in, and no selector
-// can select it, so every pod is watched and those not managed are kept as their identity.
+// CacheOptions keeps memory following what lastcall manages, not the size of the cluster. No
+// selector can pick what lastcall manages: the readiness gate alone opts a pod in, and the
+// injection webhook's opt-in (a namespace label, a pod template label) leaves no label on a
+// Deployment or StatefulSet. So every pod, workload and namespace is watched and cut at once to
+// what the controller reads (managed.CachedPod, CachedWorkload, CachedNamespace): a pod lastcall
+// does not manage is its identity, a workload about a tenth of itself. Resolving workloads on
+// demand from managed pods instead would miss a workload whose pods were all created while the
+// webhook was down, and would read the API server once per workload and event.
 func CacheOptions() cache.Options {
-	selector := labels.SelectorFromSet(labels.Set{managed.Label: "true"})
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:         {Transform: managed.CachedPod},
-			&appsv1.Deployment{}:  {Label: selector},
-			&appsv1.StatefulSet{}: {Label: selector},
+			&appsv1.Deployment{}:  {Transform: managed.CachedWorkload},
+			&appsv1.StatefulSet{}: {Transform: managed.CachedWorkload},
+			&corev1.Namespace{}:   {Transform: managed.CachedNamespace},
 			// Slices cannot be selected by the pods they list: all are cached, slimmed.
 			&discoveryv1.EndpointSlice{}: {Transform: slimSlice},
 			// Nodes are read (only with the dataplane fan-in) to name the nodes that have no
@@ -130,11 +140,16 @@ func Setup(mgr ctrl.Manager, cfg Config) error {
 			return err
 		}
 	}
+	excluded := func(ns string) bool { return ns == metav1.NamespaceSystem || slices.Contains(cfg.InjectExcluded, ns) }
+	if err := warnings.IndexPods(context.Background(), mgr); err != nil {
+		return err
+	}
 	for _, r := range []*warnings.Reconciler{warnings.ForDeployments(mgr.GetClient(), rec, cfg.Drain), warnings.ForStatefulSets(mgr.GetClient(), rec, cfg.Drain)} {
-		r.Timeout = cfg.ReconcileTimeout
+		r.Timeout, r.Excluded = cfg.ReconcileTimeout, excluded
 		if err := r.SetupWithManager(mgr); err != nil {
 			return err
 		}
 	}
-	return nil
+	uninjected := &warnings.Uninjected{Client: mgr.GetClient(), API: mgr.GetAPIReader(), Recorder: rec, Excluded: excluded, Timeout: cfg.ReconcileTimeout}
+	return uninjected.SetupWithManager(mgr)
 }

@@ -169,6 +169,13 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 	if err := o.webhookConfig(readNamespaceFile); err != nil {
 		return o, err
 	}
+	// The webhook never selects the controller's own namespace (the chart's release namespace), so
+	// its pods are not reported as uninjected.
+	if ns := o.webhook.Namespace; ns != "" {
+		o.controllers.InjectExcluded = []string{ns}
+	} else if ns, err := readNamespaceFile(serviceAccountNamespace); err == nil {
+		o.controllers.InjectExcluded = []string{strings.TrimSpace(string(ns))}
+	}
 	if p := o.controllers.Dataplane.Port; p > 65535 {
 		return o, fmt.Errorf("--dataplane-agent-port %d: want a port number, 1 to 65535", p)
 	}

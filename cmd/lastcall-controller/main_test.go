@@ -88,6 +88,23 @@ func TestManagerServesProbesAndMetrics(t *testing.T) {
 	checkWebhookServed(t, cfg, o)
 }
 
+// The controller's own namespace is excluded from injection as the chart's webhook excludes it,
+// whether the webhook runs here or not.
+func TestInjectExcludesTheControllersNamespace(t *testing.T) {
+	defer func() { readNamespaceFile = os.ReadFile }()
+	readNamespaceFile = func(string) ([]byte, error) { return []byte("lastcall-system\n"), nil }
+	if o, err := parseArgs(nil, nil, adapters.All()); err != nil || !slices.Equal(o.controllers.InjectExcluded, []string{"lastcall-system"}) {
+		t.Errorf("in a cluster: excluded %v (err %v), want the pod's namespace", o.controllers.InjectExcluded, err)
+	}
+	if o, err := parseArgs([]string{"--webhook-port=9443", "--webhook-namespace=lc"}, nil, adapters.All()); err != nil || !slices.Equal(o.controllers.InjectExcluded, []string{"lc"}) {
+		t.Errorf("with --webhook-namespace: excluded %v (err %v), want it", o.controllers.InjectExcluded, err)
+	}
+	readNamespaceFile = func(string) ([]byte, error) { return nil, os.ErrNotExist }
+	if o, err := parseArgs(nil, nil, adapters.All()); err != nil || len(o.controllers.InjectExcluded) != 0 {
+		t.Errorf("outside a cluster: excluded %v (err %v), want none", o.controllers.InjectExcluded, err)
+	}
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/lastcall-dev/lastcall/registry"
@@ -17,8 +16,8 @@ import (
 
 // Names under lastcall.dev/.
 const (
-	// Label opts a pod (and its workload) in; the controller caches only labelled workloads, and
-	// pods that have neither the label nor the Gate as their identity only.
+	// Label opts a pod (and its workload) in; so do the Gate, and the injection webhook's
+	// InjectLabel (see Adopt).
 	Label = "lastcall.dev/managed"
 	// Gate is the readiness gate and the pod condition the registration gate sets.
 	Gate corev1.PodConditionType = "lastcall.dev/registered"
@@ -40,29 +39,11 @@ func IsManaged(pod *corev1.Pod) bool {
 	return pod.Labels[Label] == "true" || HasGate(pod)
 }
 
-// CachedPod is the pod cache's transform. The readiness gate alone makes a pod managed, and
-// neither label nor field selectors can select readiness gates, so the cache watches every pod:
-// a managed one is kept whole (but for its managed fields), any other as its identity only
-// (name, namespace, UID, resource version), which tells the sweeper it exists and the
-// reconcilers that it is not theirs.
-func CachedPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	if IsManaged(pod) {
-		pod.ManagedFields = nil
-		return pod, nil
-	}
-	return &corev1.Pod{TypeMeta: pod.TypeMeta, ObjectMeta: metav1.ObjectMeta{
-		Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, ResourceVersion: pod.ResourceVersion}}, nil
-}
-
 // HasGate reports whether the pod waits for the registration gate.
-func HasGate(pod *corev1.Pod) bool {
-	return slices.ContainsFunc(pod.Spec.ReadinessGates, func(g corev1.PodReadinessGate) bool {
-		return g.ConditionType == Gate
-	})
+func HasGate(pod *corev1.Pod) bool { return hasGate(pod.Spec.ReadinessGates) }
+
+func hasGate(gates []corev1.PodReadinessGate) bool {
+	return slices.ContainsFunc(gates, func(g corev1.PodReadinessGate) bool { return g.ConditionType == Gate })
 }
 
 // Settings are a pod's lastcall settings.

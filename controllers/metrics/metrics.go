@@ -48,8 +48,14 @@ var (
 		Name: "lastcall_unsafe_settings",
 		Help: "1 when a managed workload has the unsafe setting named by check.",
 	}, []string{"namespace", "kind", "workload", "check"})
+	// UninjectedPods counts, per namespace, the running pods the injection webhook should have
+	// injected and did not.
+	UninjectedPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastcall_uninjected_pods",
+		Help: "Pods that lastcall.dev/inject opts in but that were created without injection (the webhook was down or too slow, or the pod predates the label), by namespace; restart their workloads to inject them.",
+	}, []string{"namespace"})
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, SweepFailures, BackstopDeregistrations, UnsafeSettings, DataplaneLag)
+	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, SweepFailures, BackstopDeregistrations, UnsafeSettings, DataplaneLag, UninjectedPods)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -353,28 +352,23 @@ func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) err
 }
 
 // workload finds the Deployment or StatefulSet the pod belongs to, for Events and metric labels,
-// and why it is losing pods; the pod itself when there is none lastcall manages.
+// and why it is losing pods; the pod itself when there is none. Every workload is cached
+// (slimmed), so one that owns this managed pod is found whether or not it is labelled: it is
+// managed through its pods (managed.OwnsManagedPods).
 func (o *Observer) workload(ctx context.Context, pod *corev1.Pod) (string, client.Object, string, error) {
-	owner := metav1.GetControllerOf(pod)
-	if owner == nil {
+	w, ok := managed.OwnerOf(pod)
+	if !ok {
+		if owner := metav1.GetControllerOf(pod); owner != nil {
+			return owner.Name, pod, CauseOther, nil
+		}
 		return pod.Name, pod, CauseOther, nil
 	}
-	key := types.NamespacedName{Namespace: pod.Namespace, Name: owner.Name}
-	var obj client.Object
-	switch owner.Kind {
-	case "ReplicaSet":
-		// A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>.
-		key.Name = strings.TrimSuffix(owner.Name, "-"+pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey])
-		obj = &appsv1.Deployment{}
-	case "StatefulSet":
-		obj = &appsv1.StatefulSet{}
-	default:
-		return owner.Name, pod, CauseOther, nil
-	}
+	key := types.NamespacedName{Namespace: pod.Namespace, Name: w.Name}
+	obj := w.Object()
 	if err := o.Client.Get(ctx, key, obj); apierrors.IsNotFound(err) {
-		return key.Name, pod, CauseOther, nil // not labelled, so not cached: the pod carries the Event
+		return w.Name, pod, CauseOther, nil // deleted before its pod: the pod carries the Event
 	} else if err != nil {
-		return "", nil, "", fmt.Errorf("read the pod's %s %s: %w", owner.Kind, key, err)
+		return "", nil, "", fmt.Errorf("read the pod's %s %s: %w", w.Kind, key, err)
 	}
 	switch w := obj.(type) {
 	case *appsv1.Deployment:

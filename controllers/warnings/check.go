@@ -43,6 +43,9 @@ type Workload struct {
 	MaxUnavailable *intstr.IntOrString
 	Template       corev1.PodTemplateSpec
 	Annotations    map[string]string
+	// Injected workloads get the preStop hook and the readiness gate from the injection webhook,
+	// in their pods: their template needs neither.
+	Injected bool
 }
 
 // FromDeployment reads a Deployment, applying the API's defaults where fields are unset.
@@ -91,14 +94,14 @@ func Check(w Workload, drain prestop.Drain) []Finding {
 			"terminationGracePeriodSeconds is %s, shorter than the drain budget %s plus the reserve %s: the kubelet may kill the pod mid-drain; raise it to at least %d",
 			grace, budget, reserve, int((budget+reserve+time.Second-1)/time.Second))})
 	}
-	hook := false
+	hook := w.Injected
 	for _, c := range w.Template.Spec.Containers {
 		hook = hook || (c.Lifecycle != nil && c.Lifecycle.PreStop != nil)
 	}
 	if !hook {
 		out = append(out, Finding{NoPreStopHook, "no container has a preStop hook: the pod gets SIGTERM while callers still send to it; add lifecycle.preStop.exec running lastcall-prestop"})
 	}
-	if !managed.HasGate(&corev1.Pod{Spec: w.Template.Spec}) {
+	if !w.Injected && !managed.HasGate(&corev1.Pod{Spec: w.Template.Spec}) {
 		out = append(out, Finding{NoReadinessGate, fmt.Sprintf("the pod template has no readiness gate %s: new pods count as available before callers can find them", managed.Gate)})
 	}
 	if w.MaxUnavailable != nil && w.Replicas <= SmallScale {

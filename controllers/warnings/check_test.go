@@ -2,6 +2,7 @@ package warnings
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,75 @@ func TestCheck(t *testing.T) {
 				t.Errorf("findings = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A workload the webhook injects gets the hook and the gate in its pods, not in its template;
+// the rest is checked as for any other.
+func TestCheckInjectedWorkload(t *testing.T) {
+	d := safe()
+	d.Spec.Template.Spec.ReadinessGates = nil
+	d.Spec.Template.Spec.Containers[0].Lifecycle = nil
+	w := FromDeployment(d)
+	w.Injected = true
+	if f := Check(w, defaults); len(f) != 0 {
+		t.Errorf("findings = %v, want none: the webhook adds the hook and the gate", f)
+	}
+	w.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](10)
+	if f := Check(w, defaults); len(f) != 1 || f[0].Check != GraceTooShort {
+		t.Errorf("findings = %v, want %s", f, GraceTooShort)
+	}
+}
+
+// The cache keeps workloads slimmed (managed.CachedWorkload): the checks find on what it keeps
+// what they find on the whole object.
+func TestCheckReadsTheCachedWorkloadAsTheWholeOne(t *testing.T) {
+	variants := map[string]func(d *appsv1.Deployment){
+		"safe": func(*appsv1.Deployment) {},
+		"everything": func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](5)
+			d.Spec.Template.Spec.ReadinessGates = []corev1.PodReadinessGate{{ConditionType: "example.com/ready"}}
+			d.Spec.Template.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"x"}}}}
+			d.Spec.Strategy.RollingUpdate = nil
+			d.Annotations = map[string]string{managed.ReserveAnnotation: "ten", "other": "x"}
+		},
+		"hook on the second container": func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.Containers = append([]corev1.Container{{Name: "sidecar"}}, d.Spec.Template.Spec.Containers...)
+		},
+		"settings on the template": func(d *appsv1.Deployment) {
+			d.Spec.Template.Annotations = map[string]string{managed.DrainBudgetAnnotation: "45s", "prometheus.io/scrape": "true"}
+		},
+		"Recreate": func(d *appsv1.Deployment) {
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+		},
+	}
+	for name, change := range variants {
+		d := safe()
+		change(d)
+		cached, err := managed.CachedWorkload(d.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, slim := Check(FromDeployment(d), defaults), Check(FromDeployment(cached.(*appsv1.Deployment)), defaults)
+		if !slices.Equal(whole, slim) {
+			t.Errorf("%s: cached %v, whole %v", name, slim, whole)
+		}
+		s := &appsv1.StatefulSet{ObjectMeta: d.ObjectMeta, Spec: appsv1.StatefulSetSpec{Replicas: d.Spec.Replicas, Template: d.Spec.Template}}
+		cachedSet, _ := managed.CachedWorkload(s.DeepCopy())
+		if whole, slim := Check(FromStatefulSet(s), defaults), Check(FromStatefulSet(cachedSet.(*appsv1.StatefulSet)), defaults); !slices.Equal(whole, slim) {
+			t.Errorf("%s StatefulSet: cached %v, whole %v", name, slim, whole)
+		}
+	}
+}
+
+func TestNotInjectedMessageSaysHowToInject(t *testing.T) {
+	for _, tt := range []struct{ restart, want string }{
+		{"kubectl rollout restart -n shop deployment/web", "restart its workload: kubectl rollout restart -n shop deployment/web"},
+		{"", "delete the pod and create it again"},
+	} {
+		if m := message("web-1", tt.restart); !strings.Contains(m, "pod web-1") || !strings.Contains(m, managed.InjectLabel) || !strings.HasSuffix(m, tt.want) {
+			t.Errorf("message %q: want the pod, the label and %q", m, tt.want)
+		}
 	}
 }
 
