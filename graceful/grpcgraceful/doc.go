@@ -17,11 +17,14 @@
 //     grpc-go's two-step one (a first GOAWAY that covers every stream, a PING, then the last
 //     stream id), which closes the race of grpc/grpc-go#1387. A connection opened while draining
 //     gets its GOAWAY once its first call ended, as an HTTP/1.1 connection gets Connection: close.
-//   - stopping: a new call is answered UNAVAILABLE with the trailer MarkerKey ("not processed"),
-//     after its connection's GOAWAY was written, so that Retry sends it elsewhere whatever the
-//     method; the stop waits for the calls in flight like for HTTP requests.
-//   - then, as a graceful.Component after the HTTP servers: the listener closes and
-//     GracefulStop runs within Config.Budget, then Stop cuts what is left (grpc/grpc-go#2448).
+//   - stopping: the listener closes (a gRPC client sends no call on a connection before the
+//     server's SETTINGS, so a refused connection costs none, and it makes round_robin pick
+//     another endpoint), and every connection gets GOAWAY. A call that still arrives on one is
+//     answered UNAVAILABLE with the trailer MarkerKey ("not processed"), after its connection's
+//     GOAWAY was written, so that Retry sends it elsewhere whatever the method. The stop waits
+//     for the calls in flight like for HTTP requests.
+//   - then, as a graceful.Component after the HTTP servers: GracefulStop runs within
+//     Config.Budget, then Stop cuts what is left (grpc/grpc-go#2448).
 //
 // grpc-go can drain a connection only by stopping the grpc.Server that serves it (GracefulStop),
 // so a Server is a succession of grpc.Servers on one listener: a drain stops the current one and a

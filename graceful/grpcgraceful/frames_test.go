@@ -2,7 +2,9 @@ package grpcgraceful_test
 
 import (
 	"math"
+	"net"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/proto"
@@ -54,20 +56,12 @@ func TestDrainSendsGOAWAYOnIdleConnections(t *testing.T) {
 	}
 }
 
-// A call that arrives while the server stops is answered UNAVAILABLE with the marker, and only
-// after a GOAWAY on its connection: a client reads the GOAWAY first and does not send its retry
-// on this connection.
-func TestLateCallIsAnsweredNotProcessedAfterGOAWAY(t *testing.T) {
+// A call answered "not processed" gets its answer only after a GOAWAY on its connection: a client
+// reads the GOAWAY first and does not send its retry on this connection.
+func TestNotProcessedAnswerFollowsAGOAWAY(t *testing.T) {
 	in := startInstance(t, "a", newLedger(), graceful.Config{}, grpcgraceful.Config{})
-	holder := dial(t, nil, nil, in.addr())
-	held := make(chan error, 1)
-	go func() { _, _, err := place(holder, "hold"); held <- err }()
-	in.awaitHeld(t)
-	in.g.Shutdown()
-	<-in.g.Reached(graceful.Stopping) // the held call keeps it there
-
 	c := h2test.Dial(t, in.addr())
-	placeRaw(t, c, 1, in.addr(), "late")
+	placeRaw(t, c, 1, in.addr(), "reject")
 	got := c.Until(h2test.StreamEnded(1))
 	answer := got[len(got)-1]
 	if answer.Kind != "HEADERS" || answer.Fields["grpc-status"] != "14" || answer.Fields[grpcgraceful.MarkerKey] != "1" {
@@ -80,10 +74,37 @@ func TestLateCallIsAnsweredNotProcessedAfterGOAWAY(t *testing.T) {
 	if !goAwayFirst {
 		t.Errorf("frames %+v: want a GOAWAY before the answer", got)
 	}
+}
+
+// Once stopping, the server refuses new connections and sends GOAWAY on the others; a call that
+// crosses the GOAWAY is answered "not processed", and not processed.
+func TestLateCallIsAnsweredNotProcessed(t *testing.T) {
+	in := startInstance(t, "a", newLedger(), graceful.Config{}, grpcgraceful.Config{})
+	holder := dial(t, nil, nil, in.addr())
+	held := make(chan error, 1)
+	go func() { _, _, err := place(holder, "hold"); held <- err }()
+	in.awaitHeld(t)
+	c := h2test.Dial(t, in.addr())
+	c.Until(func(e h2test.Event) bool { return e.Kind == "SETTINGS" })
+	c.HoldPings() // the second GOAWAY would refuse the late call without an answer
+	in.g.Shutdown()
+	<-in.g.Reached(graceful.Stopping) // the held call keeps it there
+	c.Until(func(e h2test.Event) bool { return e.Kind == "GOAWAY" })
+	if conn, err := net.DialTimeout("tcp", in.addr(), 10*time.Second); err == nil {
+		conn.Close()
+		t.Error("a stopping server accepted a new connection")
+	}
+
+	placeRaw(t, c, 1, in.addr(), "late")
+	got := c.Until(h2test.StreamEnded(1))
+	if answer := got[len(got)-1]; answer.Kind != "HEADERS" || answer.Fields["grpc-status"] != "14" || answer.Fields[grpcgraceful.MarkerKey] != "1" {
+		t.Errorf("answer %+v: want trailers with grpc-status 14 (UNAVAILABLE) and %s: 1", answer, grpcgraceful.MarkerKey)
+	}
 	if by := in.svc.l.processedBy("late"); len(by) != 0 {
 		t.Errorf("late call processed by %v", by)
 	}
 
+	c.Close() // with its PING unanswered, the connection would hold GracefulStop 5 s
 	close(in.svc.release)
 	if err := <-held; err != nil {
 		t.Errorf("the call in flight at the stop: %v", err)

@@ -78,9 +78,11 @@ func (l *ledger) count(instance string) int {
 }
 
 // orderService is one instance's implementation. An item starting with "hold" waits until
-// release is closed (only on instance x for "hold@x"); with rollback set, a held call whose context ends answers NotProcessed. An
-// item starting with "hang" waits until the test ends, whatever its context. An item starting
-// with "fail" is processed, then answered UNAVAILABLE.
+// release is closed (only on instance x for "hold@x"); with rollback set, a held call whose
+// context ends answers NotProcessed. An item starting with "hang" waits until the test ends,
+// whatever its context. An item starting with "reject" is answered NotProcessed (only on instance
+// x for "reject@x"), and counted in rejected. An item starting with "fail" is processed, then
+// answered UNAVAILABLE.
 type orderService struct {
 	name     string
 	l        *ledger
@@ -88,19 +90,32 @@ type orderService struct {
 	entered  chan string
 	release  chan struct{}
 	hang     chan struct{}
-	rollback *grpcgraceful.Server
+	srv      *grpcgraceful.Server
+	rollback bool
+	rejected atomic.Int64
+}
+
+// only reports whether item, which starts with prefix, concerns this instance: "prefix@x" only
+// instance x.
+func (o *orderService) only(item, prefix string) bool {
+	if !strings.HasPrefix(item, prefix) {
+		return false
+	}
+	_, at, ok := strings.Cut(item, "@")
+	return !ok || strings.HasPrefix(at, o.name)
 }
 
 func (o *orderService) hold(ctx context.Context, item string) error {
+	if o.only(item, "reject") {
+		o.rejected.Add(1)
+		return o.srv.NotProcessed(ctx)
+	}
 	if strings.HasPrefix(item, "hang") {
 		o.entered <- item
 		<-o.hang
 		return nil
 	}
-	if !strings.HasPrefix(item, "hold") {
-		return nil
-	}
-	if _, only, ok := strings.Cut(item, "@"); ok && only != o.name {
+	if !o.only(item, "hold") {
 		return nil
 	}
 	o.entered <- item
@@ -108,8 +123,8 @@ func (o *orderService) hold(ctx context.Context, item string) error {
 	case <-o.release:
 		return nil
 	case <-ctx.Done():
-		if o.rollback != nil {
-			return o.rollback.NotProcessed(ctx)
+		if o.rollback {
+			return o.srv.NotProcessed(ctx)
 		}
 		return status.FromContextError(ctx.Err()).Err()
 	}
@@ -159,7 +174,7 @@ type instance struct {
 }
 
 // withRollback makes held calls answer NotProcessed when their context ends.
-func withRollback(in *instance) { in.svc.rollback = in.s }
+func withRollback(in *instance) { in.svc.rollback = true }
 
 func startInstance(t *testing.T, name string, l *ledger, gcfg graceful.Config, cfg grpcgraceful.Config, opts ...func(*instance)) *instance {
 	t.Helper()
@@ -183,7 +198,7 @@ func startInstance(t *testing.T, name string, l *ledger, gcfg graceful.Config, c
 		t.Fatal(err)
 	}
 	in := &instance{name: name, g: g, s: s, done: make(chan error, 1),
-		svc: &orderService{name: name, l: l, entered: make(chan string, 16), release: make(chan struct{}), hang: make(chan struct{})}}
+		svc: &orderService{name: name, l: l, srv: s, entered: make(chan string, 16), release: make(chan struct{}), hang: make(chan struct{})}}
 	for _, o := range opts {
 		o(in)
 	}

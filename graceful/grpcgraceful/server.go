@@ -228,6 +228,15 @@ func (s *Server) follow() {
 	if !wait(graceful.Stopping) {
 		return
 	}
+	// No new connection: a refused one tells a gRPC client to pick another endpoint, and costs
+	// no call, since a client sends calls only once the server's SETTINGS came. An open listener
+	// would let round_robin clients that still list this instance connect again at once and
+	// have their calls answered "not processed" over and over.
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	_ = ln.Close()
+	s.log.Info("stopping: listener closed, GOAWAY on every connection, new calls answered 'not processed'")
 	// Connections opened while draining and not yet told: a call on them now gets the "not
 	// processed" answer, which is only safe to retry elsewhere once they are going away.
 	s.rotate(nil)

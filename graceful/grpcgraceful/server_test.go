@@ -193,15 +193,14 @@ func TestDrainMovesIdleClientsAndFinishesCallsInFlight(t *testing.T) {
 	g.Expect(in.svc.l.processedBy("hold")).To(Equal([]string{"a"}))
 }
 
-// A call that reaches a stopping instance is answered "not processed" and Retry places it on the
-// other one; a server-streaming call too.
-func TestLateCallsAreRetriedOnAnotherInstance(t *testing.T) {
+// A stopping instance refuses new connections and sends GOAWAY on the others: callers that
+// still list it move to the other instance without a failed call.
+func TestCallersMoveOffAStoppingInstance(t *testing.T) {
 	g := NewWithT(t)
 	l := newLedger()
 	a := startInstance(t, "a", l, graceful.Config{}, grpcgraceful.Config{})
 	b := startInstance(t, "b", l, graceful.Config{}, grpcgraceful.Config{})
-	var seen attempts
-	cc := dial(t, &grpcgraceful.Retry{}, &seen, a.addr(), b.addr())
+	cc := dial(t, &grpcgraceful.Retry{}, nil, a.addr(), b.addr())
 	n := 0
 	answered := func(want string) { // by an instance: the client is connected to it
 		g.Eventually(func() string {
@@ -221,32 +220,12 @@ func TestLateCallsAreRetriedOnAnotherInstance(t *testing.T) {
 	a.g.Shutdown()
 	<-a.g.Reached(graceful.Stopping)
 	aBefore := l.count("a")
-	// round_robin keeps connecting to a, whose listener stays open while it stops: some tries
-	// reach it.
-	g.Eventually(func() int64 {
+	for range 200 {
 		n++
 		by, _, err := place(cc, fmt.Sprint("late ", n))
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(by).To(Equal("b"))
-		return seen.marked.Load()
-	}).Should(BeNumerically(">", 0))
-
-	var streamed []string
-	g.Eventually(func() int {
-		stream, err := orders.Follow(context.Background(), cc, "followed")
-		g.Expect(err).NotTo(HaveOccurred())
-		streamed = streamed[:0]
-		for {
-			m, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			g.Expect(err).NotTo(HaveOccurred())
-			streamed = append(streamed, m.GetValue())
-		}
-		return len(streamed)
-	}).Should(Equal(3))
-	g.Expect(streamed).To(Equal([]string{"b 0", "b 1", "b 2"}))
+	}
 	g.Expect(l.twice()).To(BeEmpty())
 	g.Expect(l.count("a")).To(Equal(aBefore))
 
@@ -256,24 +235,45 @@ func TestLateCallsAreRetriedOnAnotherInstance(t *testing.T) {
 	g.Expect(l.processedBy("hold")).To(Equal([]string{"a"}))
 }
 
-// A handler cancelled at the stop deadline rolls back and answers NotProcessed: the caller's
-// Retry places the order on the other instance, once.
-func TestRolledBackCallIsRetriedOnAnotherInstance(t *testing.T) {
+// Handlers cancelled at the stop deadline roll back and answer NotProcessed: the caller's Retry
+// places the order on the other instance, once, and opens the server-streaming call there too.
+func TestRolledBackCallsAreRetriedOnAnotherInstance(t *testing.T) {
 	g := NewWithT(t)
 	l := newLedger()
 	a := startInstance(t, "a", l, graceful.Config{StopTimeout: 100 * time.Millisecond, RollbackGrace: 5 * time.Second}, grpcgraceful.Config{}, withRollback)
 	b := startInstance(t, "b", l, graceful.Config{}, grpcgraceful.Config{})
-	// The client knows only a when it places the order, and both once it is held there, as
-	// a registry's client would see a scale-up.
+	// The client knows only a when it calls, and both once the calls are held there, as a
+	// registry's client would see a scale-up.
 	cc, r := dialResolver(t, &grpcgraceful.Retry{}, nil, a.addr())
-	held := make(chan error, 1)
+	placed := make(chan error, 1)
 	go func() {
 		by, _, err := place(cc, "hold@a")
 		if err == nil && by != "b" {
 			err = fmt.Errorf("answered by %s, want b", by)
 		}
-		held <- err
+		placed <- err
 	}()
+	followed := make(chan []string, 1)
+	go func() {
+		var got []string
+		defer func() { followed <- got }()
+		stream, err := orders.Follow(context.Background(), cc, "hold@a stream")
+		if err != nil {
+			got = append(got, err.Error())
+			return
+		}
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					got = append(got, err.Error())
+				}
+				return
+			}
+			got = append(got, m.GetValue())
+		}
+	}()
+	a.awaitHeld(t)
 	a.awaitHeld(t)
 	r.UpdateState(addresses(a.addr(), b.addr()))
 	probes := 0
@@ -283,9 +283,11 @@ func TestRolledBackCallIsRetriedOnAnotherInstance(t *testing.T) {
 		return by, err
 	}).Should(Equal("b"))
 	a.g.Shutdown()
-	g.Expect(<-held).To(Succeed(), "the rolled-back order, retried on b")
+	g.Expect(<-placed).To(Succeed(), "the rolled-back order, retried on b")
+	g.Expect(<-followed).To(Equal([]string{"b 0", "b 1", "b 2"}), "the rolled-back stream, opened again on b")
 	g.Expect(a.wait(t)).To(Succeed())
 	g.Expect(l.processedBy("hold@a")).To(Equal([]string{"b"}))
+	g.Expect(l.processedBy("hold@a stream")).To(Equal([]string{"b"}))
 	g.Expect(l.twice()).To(BeEmpty())
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,12 +19,14 @@ import (
 // Conn is a client connection that has sent the preface and its SETTINGS. It answers the
 // server's SETTINGS and PINGs as a client does.
 type Conn struct {
-	t      testing.TB
-	wmu    sync.Mutex
-	fr     *http2.Framer
-	enc    *hpack.Encoder
-	encBuf bytes.Buffer
-	events chan Event
+	t        testing.TB
+	conn     net.Conn
+	wmu      sync.Mutex
+	holdPing atomic.Bool
+	fr       *http2.Framer
+	enc      *hpack.Encoder
+	encBuf   bytes.Buffer
+	events   chan Event
 }
 
 // Event is what a test needs of a frame the server sent, copied out of the framer's buffers.
@@ -47,7 +50,7 @@ func Dial(t testing.TB, addr string) *Conn {
 	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
-	c := &Conn{t: t, fr: http2.NewFramer(conn, conn), events: make(chan Event, 64)}
+	c := &Conn{t: t, conn: conn, fr: http2.NewFramer(conn, conn), events: make(chan Event, 64)}
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.write(func() error { return c.fr.WriteSettings() })
@@ -78,8 +81,9 @@ func (c *Conn) read() {
 			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
-				data := f.Data
-				c.write(func() error { return c.fr.WritePing(true, data) })
+				if data := f.Data; !c.holdPing.Load() {
+					c.write(func() error { return c.fr.WritePing(true, data) })
+				}
 				c.events <- Event{Kind: "PING"}
 			}
 		case *http2.MetaHeadersFrame:
@@ -97,6 +101,13 @@ func (c *Conn) read() {
 		}
 	}
 }
+
+// Close closes the connection.
+func (c *Conn) Close() { _ = c.conn.Close() }
+
+// HoldPings stops answering the server's PINGs: grpc-go's second GOAWAY waits for the answer to
+// the PING that follows its first.
+func (c *Conn) HoldPings() { c.holdPing.Store(true) }
 
 // Request opens stream with the header fields, in order, then body as one DATA frame; without
 // a body, the HEADERS end the stream.
