@@ -279,6 +279,12 @@ func TestUninjectedPodsAreReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitUninjected(t, "uninj-pods", 0)
+	// Labelling the namespace later makes its unlabelled pods count; unlabelling it, no more.
+	labelNamespace(t, k, "uninj-pods", "true")
+	awaitUninjected(t, "uninj-pods", 1)
+	awaitEvent(t, k, "uninj-pods", "plain", warnings.NotInjected)
+	labelNamespace(t, k, "uninj-pods", "")
+	awaitUninjected(t, "uninj-pods", 0)
 
 	// A restarted controller (a new process: no gauge yet) counts again and sends nothing twice.
 	stop()

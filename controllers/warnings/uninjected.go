@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,52 +48,105 @@ type Uninjected struct {
 	mu      sync.Mutex
 	counted map[types.NamespacedName]bool
 	perNS   map[string]int
+	// labelled holds the namespaces labelled lastcall.dev/inject=true, as their events tell, so
+	// that pod events are filtered without a read: where no namespace opts in, a pod without the
+	// label is never reconciled, however many there are.
+	labelled map[string]bool
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
-// SetupWithManager watches the pods that may be uninjected (not managed, not opted out, not
-// injected, not finished: those whose namespace decides) and namespaces whose inject label
-// changes.
+// SetupWithManager watches the pods that are uninjected, or were, and namespaces, whose inject
+// label decides for the pods that have none.
 func (u *Uninjected) SetupWithManager(mgr ctrl.Manager) error {
+	pods := predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return u.uninjected(e.Object) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return u.isCounted(e.Object) },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			if u.isCounted(e.ObjectNew) {
+				return inputs(e.ObjectOld) != inputs(e.ObjectNew)
+			}
+			return u.uninjected(e.ObjectNew)
+		},
+	}
+	namespaces := handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			u.namespaceChanged(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			u.namespaceChanged(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			u.mu.Lock()
+			delete(u.labelled, e.Object.GetName())
+			u.mu.Unlock()
+		},
+	}
 	return ctrl.NewControllerManagedBy(mgr).Named("uninjected-pods").
-		For(&corev1.Pod{}, builder.WithPredicates(mayBeUninjected)).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(u.podsIn), builder.WithPredicates(injectLabelChanged)).
+		For(&corev1.Pod{}, builder.WithPredicates(pods)).
+		Watches(&corev1.Namespace{}, namespaces).
 		WithOptions(controller.Options{ReconciliationTimeout: u.Timeout}).Complete(u)
 }
 
-// candidate reports whether the pod is uninjected in some namespace: in a labelled one.
-func candidate(obj client.Object) bool {
+// uninjected answers managed.Uninjected with the namespaces as their events told.
+func (u *Uninjected) uninjected(obj client.Object) bool {
 	pod, ok := obj.(*corev1.Pod)
-	return ok && managed.Uninjected(pod, managed.Namespace{Labelled: true})
+	if !ok {
+		return false
+	}
+	u.mu.Lock()
+	labelled := u.labelled[pod.Namespace]
+	u.mu.Unlock()
+	return managed.Uninjected(pod, managed.Namespace{Labelled: labelled, Excluded: u.Excluded != nil && u.Excluded(pod.Namespace)})
 }
 
-// mayBeUninjected passes the pod events that may change the answer: candidates that come or go,
-// and a candidate's inject label (which decides in a namespace that is not labelled).
-var mayBeUninjected = predicate.Funcs{
-	CreateFunc:  func(e event.CreateEvent) bool { return candidate(e.Object) },
-	DeleteFunc:  func(e event.DeleteEvent) bool { return candidate(e.Object) },
-	GenericFunc: func(event.GenericEvent) bool { return false },
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		return candidate(e.ObjectOld) != candidate(e.ObjectNew) ||
-			(candidate(e.ObjectNew) && e.ObjectOld.GetLabels()[managed.InjectLabel] != e.ObjectNew.GetLabels()[managed.InjectLabel])
-	},
+func (u *Uninjected) isCounted(obj client.Object) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.counted[client.ObjectKeyFromObject(obj)]
 }
 
-// podsIn maps a namespace to its candidate pods.
-func (u *Uninjected) podsIn(ctx context.Context, ns client.Object) []reconcile.Request {
+// podInputs is what decides whether a pod is uninjected, but for its namespace.
+type podInputs struct {
+	// ifLabelled: the pod is uninjected if its namespace is labelled.
+	ifLabelled bool
+	label      string
+}
+
+func inputs(obj client.Object) podInputs {
+	pod, ok := obj.(*corev1.Pod)
+	return podInputs{ok && managed.Uninjected(pod, managed.Namespace{Labelled: true}), obj.GetLabels()[managed.InjectLabel]}
+}
+
+// namespaceChanged records the namespace's inject label and, when it changed, queues the pods
+// it may decide for (those that would be uninjected in a labelled namespace).
+func (u *Uninjected) namespaceChanged(ctx context.Context, ns client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	labelled := ns.GetLabels()[managed.InjectLabel] == "true"
+	u.mu.Lock()
+	if u.labelled == nil {
+		u.labelled = map[string]bool{}
+	}
+	changed := u.labelled[ns.GetName()] != labelled
+	if labelled {
+		u.labelled[ns.GetName()] = true
+	} else {
+		delete(u.labelled, ns.GetName())
+	}
+	u.mu.Unlock()
+	if !changed {
+		return
+	}
 	pods := &corev1.PodList{}
 	if err := u.Client.List(ctx, pods, client.InNamespace(ns.GetName()), client.UnsafeDisableDeepCopy); err != nil {
-		return nil
+		return // the cache fails only when the manager stops
 	}
-	var out []reconcile.Request
 	for i := range pods.Items {
-		if candidate(&pods.Items[i]) {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
+		if inputs(&pods.Items[i]).ifLabelled {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
 		}
 	}
-	return out
 }
 
 // Reconcile counts the pod while it is uninjected and reports it once.
