@@ -21,6 +21,7 @@ import (
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/agent"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/iptables"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/netnstest"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/nftables"
 )
 
@@ -72,7 +73,7 @@ func TestDumpCommands(t *testing.T) {
 		measure(t, ph)
 		return
 	}
-	if !probetest.InNetns(t, nil, "nft", "iptables-nft-restore", "iptables-nft-save", "iptables-nft") {
+	if !netnstest.InNetns(t, nil, "nft", "iptables-nft-restore", "iptables-nft-save", "iptables-nft") {
 		return
 	}
 	services := benchServices(t)
@@ -118,9 +119,9 @@ func TestDumpCommands(t *testing.T) {
 func nftablesMode(t *testing.T, services, per int) ([]result, []agentRow) {
 	listing := probetest.NFTablesJSON(services, per)
 	start := time.Now()
-	probetest.LoadNFT(t, listing, false)
+	netnstest.LoadNFT(t, listing, false)
 	t.Logf("nftables: loaded %.1f MB of nft JSON with nft -j -f in %v", float64(len(listing))/1e6, time.Since(start).Round(time.Millisecond))
-	defer probetest.Must(t, nil, "nft", "delete", "table", "ip", "kube-proxy")
+	defer netnstest.Must(t, nil, "nft", "delete", "table", "ip", "kube-proxy")
 	var rows []result
 	for _, read := range []string{"full", "netlink"} {
 		for _, n := range drainingCounts {
@@ -138,7 +139,7 @@ func nftablesMode(t *testing.T, services, per int) ([]result, []agentRow) {
 func iptablesMode(t *testing.T, services, per int) ([]result, []agentRow) {
 	save := probetest.IPTablesSave(services, per)
 	start := time.Now()
-	probetest.Must(t, save, "iptables-nft-restore")
+	netnstest.Must(t, save, "iptables-nft-restore")
 	t.Logf("iptables: loaded %.1f MB with iptables-nft-restore in %v", float64(len(save))/1e6, time.Since(start).Round(time.Millisecond))
 	var rows []result
 	for _, read := range []string{"full", "targeted"} {

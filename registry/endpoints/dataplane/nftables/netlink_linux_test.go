@@ -17,6 +17,7 @@ import (
 
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane"
 	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/internal/probetest"
+	"github.com/lastcall-dev/lastcall/registry/endpoints/dataplane/netnstest"
 )
 
 // The integration tests load the fixtures into the kernel, in a network namespace of their own,
@@ -26,12 +27,12 @@ import (
 // Every chain and service map of every fixture reads the same through netlink, through
 // `nft --json list chain|map` and from the fixture's listing.
 func TestIntegrationReadersAgree(t *testing.T) {
-	if !probetest.InNetns(t, nil, "nft") {
+	if !netnstest.InNetns(t, nil, "nft") {
 		return
 	}
 	ctx := context.Background()
 	for file, listing := range fixtureListings(t) {
-		probetest.LoadNFT(t, listing, true)
+		netnstest.LoadNFT(t, listing, true)
 		family := dataplane.IPv4
 		if bytes.Contains(listing, []byte(`"family": "ip6"`)) {
 			family = dataplane.IPv6
@@ -73,7 +74,7 @@ func TestIntegrationReadersAgree(t *testing.T) {
 			}
 		}
 	}
-	probetest.Must(t, nil, "nft", "delete", "table", "ip", tableName)
+	netnstest.Must(t, nil, "nft", "delete", "table", "ip", tableName)
 	for _, r := range []Reader{Netlink{}, Lister{}} {
 		if _, err := r.ServiceMaps(ctx, dataplane.IPv4); !errors.Is(err, dataplane.ErrRulesNotFound) {
 			t.Errorf("%T without a table: %v, want ErrRulesNotFound", r, err)
@@ -86,7 +87,7 @@ func TestIntegrationReadersAgree(t *testing.T) {
 
 // Targeted reads through netlink give the fixtures' verdicts, read from the kernel.
 func TestIntegrationTargeted(t *testing.T) {
-	if !probetest.InNetns(t, nil, "nft") {
+	if !netnstest.InNetns(t, nil, "nft") {
 		return
 	}
 	ports := slicePorts(t)
@@ -98,7 +99,7 @@ func TestIntegrationTargeted(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				probetest.LoadNFT(t, listing, true)
+				netnstest.LoadNFT(t, listing, true)
 			}
 			checkTargeted(t, NewTargeted(Lister{}, Netlink{}, 0), tt, ports)
 		})

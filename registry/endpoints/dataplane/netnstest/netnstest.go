@@ -1,4 +1,6 @@
-package probetest
+// Package netnstest runs a test again in a network namespace of its own, where it may load
+// iptables or nftables rules without touching the host's, and loads them there.
+package netnstest
 
 import (
 	"bytes"
@@ -17,7 +19,7 @@ import (
 )
 
 // netnsChild names, in the environment of a test run again in a network namespace, the test.
-const netnsChild = "LASTCALL_PROBETEST_NETNS_CHILD"
+const netnsChild = "LASTCALL_NETNS_CHILD"
 
 // InNetns reports whether the test runs in a network namespace of its own, where it may load
 // rules. Outside one it runs the test again in a new namespace (CLONE_NEWNET, gone when the test
