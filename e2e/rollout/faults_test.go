@@ -432,17 +432,30 @@ func waitNoStaleConsul(ctx context.Context, service string, since time.Time) (ti
 	}
 }
 
-// staleConsul counts Consul's instances of service whose pod-uid names no pod of the API.
-func staleConsul(ctx context.Context, service string) (int, error) {
+// consulPodUIDs lists the pod-uid meta of Consul's instances of service, one per instance.
+func consulPodUIDs(ctx context.Context, service string) ([]string, error) {
 	raw, err := cs.CoreV1().Services(namespace).ProxyGet("http", "consul", "8500", "/v1/catalog/service/"+service, nil).DoRaw(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var entries []struct {
 		ServiceMeta map[string]string
 	}
 	if err := json.Unmarshal(raw, &entries); err != nil {
-		return 0, fmt.Errorf("consul catalog: %w", err)
+		return nil, fmt.Errorf("consul catalog: %w", err)
+	}
+	uids := make([]string, len(entries))
+	for i, e := range entries {
+		uids[i] = e.ServiceMeta["pod-uid"]
+	}
+	return uids, nil
+}
+
+// staleConsul counts Consul's instances of service whose pod-uid names no pod of the API.
+func staleConsul(ctx context.Context, service string) (int, error) {
+	uids, err := consulPodUIDs(ctx, service)
+	if err != nil {
+		return 0, err
 	}
 	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + service})
 	if err != nil {
@@ -453,8 +466,8 @@ func staleConsul(ctx context.Context, service string) (int, error) {
 		live[string(p.UID)] = true
 	}
 	n := 0
-	for _, e := range entries {
-		if uid := e.ServiceMeta["pod-uid"]; uid != "" && !live[uid] {
+	for _, uid := range uids {
+		if uid != "" && !live[uid] {
 			n++
 		}
 	}
@@ -682,17 +695,13 @@ func readyOnNode(ctx context.Context, workload, node string) (int, error) {
 
 // consulInstancesOf counts Consul's instances of service whose pod-uid is in uids.
 func consulInstancesOf(ctx context.Context, service string, uids map[string]bool) (int, error) {
-	raw, err := cs.CoreV1().Services(namespace).ProxyGet("http", "consul", "8500", "/v1/catalog/service/"+service, nil).DoRaw(ctx)
+	listed, err := consulPodUIDs(ctx, service)
 	if err != nil {
 		return 0, err
 	}
-	var entries []struct{ ServiceMeta map[string]string }
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, e := range entries {
-		if uids[e.ServiceMeta["pod-uid"]] {
+	for _, uid := range listed {
+		if uids[uid] {
 			n++
 		}
 	}
