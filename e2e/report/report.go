@@ -36,10 +36,47 @@ const (
 	ConnNew Conn = "new"
 )
 
+// Protocol is what the load generator spoke to the workload.
+type Protocol string
+
+const (
+	// ProtoHTTP1 is HTTP/1.1 through the load generator's tuned client (idle connections closed
+	// early, a pool per host): the zero value, "http1" in the load generator's API.
+	ProtoHTTP1 Protocol = ""
+	// ProtoHTTP1Default is HTTP/1.1 through a client with Go's http.DefaultTransport settings
+	// (90 s idle timeout, 2 idle connections kept per host).
+	ProtoHTTP1Default Protocol = "http1-default"
+	// ProtoH2C is HTTP/2 without TLS, with prior knowledge, through Go's http.Transport defaults.
+	ProtoH2C Protocol = "h2c"
+	// ProtoGRPC is gRPC unary calls through grpc-go's defaults (pick_first, one connection).
+	ProtoGRPC Protocol = "grpc"
+)
+
+// Protocols lists the protocols in report order.
+var Protocols = []Protocol{ProtoHTTP1, ProtoHTTP1Default, ProtoH2C, ProtoGRPC}
+
+// String names p as the load generator's API does: "http1" for the zero value.
+func (p Protocol) String() string {
+	if p == ProtoHTTP1 {
+		return "http1"
+	}
+	return string(p)
+}
+
+// ParseProtocol reads a protocol's name; "" is http1.
+func ParseProtocol(s string) (Protocol, bool) {
+	if s == "http1" {
+		return ProtoHTTP1, true
+	}
+	return Protocol(s), slices.Contains(Protocols, Protocol(s))
+}
+
 // Outcome classifies a request.
 type Outcome string
 
-// Outcomes: OK is a 2xx answer read to its end; the rest are failures.
+// Outcomes: OK is a 2xx answer read to its end (a gRPC call answered OK); the rest are
+// failures. A gRPC call answered with an error status counts as 5xx, DEADLINE_EXCEEDED as
+// timeout, and a connection refused or lost under it as refused or reset.
 const (
 	OK        Outcome = "ok"
 	Refused   Outcome = "refused"
@@ -56,11 +93,13 @@ var FailureClasses = []Outcome{Refused, Reset, Timeout, Status5xx, Other}
 // start as Unix nanoseconds, the latency as nanoseconds.
 type Record struct {
 	Path    Path          `json:"p"`
-	Conn    Conn          `json:"c,omitempty"` // empty: keep-alive
-	Start   time.Time     `json:"-"`           // as "t0", see MarshalJSON
+	Conn    Conn          `json:"c,omitempty"`  // empty: keep-alive
+	Proto   Protocol      `json:"pr,omitempty"` // empty: http1
+	Retry   bool          `json:"r,omitempty"`  // the caller retried what the server did not process
+	Start   time.Time     `json:"-"`            // as "t0", see MarshalJSON
 	Latency time.Duration `json:"l"`
 	Outcome Outcome       `json:"o"`
-	Status  int           `json:"s,omitempty"`   // HTTP status, 0 when none
+	Status  int           `json:"s,omitempty"`   // HTTP status, 0 when none (gRPC too)
 	Pod     string        `json:"pod,omitempty"` // X-Processed-By: the pod that served it
 	Target  string        `json:"t,omitempty"`   // host:port the request went to
 	Err     string        `json:"e,omitempty"`   // failures only
@@ -127,6 +166,8 @@ type Summary struct {
 	Iteration              int
 	Path                   Path
 	Conn                   Conn
+	Proto                  Protocol
+	Retry                  bool
 	Requests, Failed       int
 	Failures               map[Outcome]int // by failure class; never OK
 	LatencyP50, LatencyP99 time.Duration   // of the successful requests
@@ -136,17 +177,20 @@ type Summary struct {
 
 // caller is what Summarize groups records by.
 type caller struct {
-	path Path
-	conn Conn
+	path  Path
+	conn  Conn
+	proto Protocol
+	retry bool
 }
 
-// Summarize returns one Summary per path and kind of caller in r's records: service, consul,
-// then any other path by name; on each path keep-alive callers before new-connection ones. A
-// run without records has none.
+// Summarize returns one Summary per protocol, path and kind of caller in r's records: by protocol
+// in Protocols' order (unknown ones last, by name); then service, consul, then any other path by
+// name; on each path plain callers before retrying ones, keep-alive callers before
+// new-connection ones. A run without records has none.
 func Summarize(r Run) []Summary {
 	byPath := map[caller][]Record{}
 	for _, rec := range r.Records {
-		k := caller{rec.Path, rec.Conn}
+		k := caller{rec.Path, rec.Conn, rec.Proto, rec.Retry}
 		byPath[k] = append(byPath[k], rec)
 	}
 	var drains []time.Duration
@@ -168,6 +212,7 @@ func Summarize(r Run) []Summary {
 	for k, recs := range byPath {
 		s := Summary{
 			Scenario: r.Scenario, Variant: r.Variant, Iteration: r.Iteration, Path: k.path, Conn: k.conn,
+			Proto: k.proto, Retry: k.retry,
 			Requests: len(recs), Failures: map[Outcome]int{},
 			DrainP50: percentile(drains, 50), DrainMax: drainMax, Rollout: rollout,
 		}
@@ -185,18 +230,54 @@ func Summarize(r Run) []Summary {
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Summary) int {
-		return cmp.Or(cmp.Compare(pathRank(a.Path), pathRank(b.Path)), cmp.Compare(a.Path, b.Path), cmp.Compare(a.Conn, b.Conn))
+		return cmp.Or(compareProto(a.Proto, b.Proto),
+			cmp.Compare(pathRank(a.Path), pathRank(b.Path)), cmp.Compare(a.Path, b.Path),
+			compareBool(a.Retry, b.Retry), cmp.Compare(a.Conn, b.Conn))
 	})
 	return out
 }
 
-// Caller names the path and, for callers that open a new connection per request, says so:
-// "service", "service, new conn".
-func (s Summary) Caller() string {
-	if s.Conn == ConnNew {
-		return string(s.Path) + ", new conn"
+// compareProto orders protocols as Protocols lists them, unknown ones last by name.
+func compareProto(a, b Protocol) int {
+	rank := func(p Protocol) int {
+		if i := slices.Index(Protocols, p); i >= 0 {
+			return i
+		}
+		return len(Protocols)
 	}
-	return string(s.Path)
+	return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b))
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case b:
+		return -1
+	}
+	return 1
+}
+
+// Caller names the path, then the protocol unless it is http1, whether the caller retries,
+// and whether it opens a new connection per request: "service", "service, new conn",
+// "consul, grpc, retry".
+func (s Summary) Caller() string {
+	return string(s.Path) + s.kind()
+}
+
+// kind is what Caller adds to the path.
+func (s Summary) kind() string {
+	var b strings.Builder
+	if s.Proto != ProtoHTTP1 {
+		b.WriteString(", " + s.Proto.String())
+	}
+	if s.Retry {
+		b.WriteString(", retry")
+	}
+	if s.Conn == ConnNew {
+		b.WriteString(", new conn")
+	}
+	return b.String()
 }
 
 // failureClass keeps the table's columns adding up to "failed": an outcome the report does
@@ -252,11 +333,83 @@ func Markdown(w io.Writer, title string, sums []Summary) error {
 			fmt.Fprintf(&b, " %s | %s | %s | %s | %s |\n",
 				human(s.LatencyP50), human(s.LatencyP99), human(s.DrainP50), human(s.DrainMax), human(s.Rollout))
 		}
+		writeByProtocol(&b, byScenario[sc])
 	}
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write markdown: %w", err)
 	}
 	return nil
+}
+
+// protoTotal is one variant's requests in one protocol, over its runs, paths and connections.
+type protoTotal struct {
+	variant  string
+	proto    Protocol
+	retry    bool
+	runs     map[int]bool
+	requests int
+	failed   int
+	failures map[Outcome]int
+}
+
+// byProtocol sums sums per variant (in order of first appearance) and protocol (in Protocols'
+// order, plain callers before retrying ones), over runs, paths and connections.
+func byProtocol(sums []Summary) []*protoTotal {
+	type key struct {
+		variant string
+		proto   Protocol
+		retry   bool
+	}
+	var variants []string
+	totals := map[key]*protoTotal{}
+	for _, s := range sums {
+		if !slices.Contains(variants, s.Variant) {
+			variants = append(variants, s.Variant)
+		}
+		k := key{s.Variant, s.Proto, s.Retry}
+		t := totals[k]
+		if t == nil {
+			t = &protoTotal{variant: s.Variant, proto: s.Proto, retry: s.Retry, runs: map[int]bool{}, failures: map[Outcome]int{}}
+			totals[k] = t
+		}
+		t.runs[s.Iteration] = true
+		t.requests += s.Requests
+		t.failed += s.Failed
+		for o, n := range s.Failures {
+			t.failures[o] += n
+		}
+	}
+	out := make([]*protoTotal, 0, len(totals))
+	for _, t := range totals {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b *protoTotal) int {
+		return cmp.Or(cmp.Compare(slices.Index(variants, a.variant), slices.Index(variants, b.variant)),
+			compareProto(a.proto, b.proto), compareBool(a.retry, b.retry))
+	})
+	return out
+}
+
+// writeByProtocol writes a scenario's failures by protocol and class, when it has callers of
+// another protocol than http1 (or retrying ones): a report of http1 callers only is unchanged.
+func writeByProtocol(b *strings.Builder, sums []Summary) {
+	if !slices.ContainsFunc(sums, func(s Summary) bool { return s.Proto != ProtoHTTP1 || s.Retry }) {
+		return
+	}
+	b.WriteString("\nFailures by protocol and class, over the runs and paths:\n\n")
+	b.WriteString("| variant | protocol | runs | requests | failed | refused | reset | timeout | 5xx | other |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, t := range byProtocol(sums) {
+		proto := t.proto.String()
+		if t.retry {
+			proto += ", retry"
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %d | **%d** |", t.variant, proto, len(t.runs), t.requests, t.failed)
+		for _, o := range FailureClasses {
+			fmt.Fprintf(b, " %d |", t.failures[o])
+		}
+		b.WriteString("\n")
+	}
 }
 
 // human prints a duration in ms below 10 s, else in s, with one decimal; "–" for none.

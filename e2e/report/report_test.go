@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"os"
@@ -212,6 +213,9 @@ func TestMarkdown(t *testing.T) {
 	if strings.Count(out, "| variant |") != 2 {
 		t.Errorf("want one table per scenario:\n%s", out)
 	}
+	if strings.Contains(out, "by protocol") {
+		t.Errorf("a report of http1 callers only has a protocol table:\n%s", out)
+	}
 	if i, j := strings.Index(out, "| control | 2 | service"), strings.Index(out, "| control | 2 | consul"); i > j {
 		t.Errorf("rows out of order:\n%s", out)
 	}
@@ -326,6 +330,10 @@ func TestRecordJSON(t *testing.T) {
 	if string(b) != want {
 		t.Errorf("JSON\n got %s\nwant %s", b, want)
 	}
+	g := Record{Path: PathService, Proto: ProtoGRPC, Retry: true, Start: time.Unix(0, 1), Outcome: OK}
+	if b, err := json.Marshal(g); err != nil || string(b) != `{"t0":1,"p":"service","pr":"grpc","r":true,"l":0,"o":"ok"}` {
+		t.Errorf("gRPC record JSON %s, %v", b, err)
+	}
 	var out Record
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
@@ -393,5 +401,115 @@ func TestWriteFilesAndLoad(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "bad.json")); err == nil {
 		t.Error("Load of broken JSON succeeded")
+	}
+}
+
+// protoRec is a record of a caller of protocol p.
+func protoRec(path Path, p Protocol, retry bool, o Outcome) Record {
+	r := rec(path, 1, o, time.Millisecond)
+	r.Proto, r.Retry = p, retry
+	return r
+}
+
+func TestSummarizeByProtocol(t *testing.T) {
+	r := Run{Scenario: "s", Variant: "v", Iteration: 1, Records: []Record{
+		protoRec(PathConsul, ProtoGRPC, true, OK),
+		protoRec(PathConsul, ProtoGRPC, false, Status5xx),
+		protoRec(PathService, ProtoGRPC, false, Reset),
+		protoRec(PathService, "quic", false, OK),
+		protoRec(PathService, ProtoH2C, false, OK),
+		protoRec(PathConsul, ProtoHTTP1, false, OK),
+		protoRec(PathService, ProtoHTTP1Default, false, Refused),
+		protoRec(PathService, ProtoHTTP1, false, OK),
+	}}
+	var got []string
+	for _, s := range Summarize(r) {
+		got = append(got, fmt.Sprintf("%s %d/%d %v", s.Caller(), s.Failed, s.Requests, s.Failures))
+	}
+	want := []string{
+		"service 0/1 map[]",
+		"consul 0/1 map[]",
+		"service, http1-default 1/1 map[refused:1]",
+		"service, h2c 0/1 map[]",
+		"service, grpc 1/1 map[reset:1]",
+		"consul, grpc 1/1 map[5xx:1]",
+		"consul, grpc, retry 0/1 map[]",
+		"service, quic 0/1 map[]",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("summaries\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestCaller(t *testing.T) {
+	tests := []struct {
+		s    Summary
+		want string
+	}{
+		{Summary{Path: PathService}, "service"},
+		{Summary{Path: PathService, Conn: ConnNew}, "service, new conn"},
+		{Summary{Path: PathService, Proto: ProtoHTTP1Default, Conn: ConnNew}, "service, http1-default, new conn"},
+		{Summary{Path: PathConsul, Proto: ProtoGRPC, Retry: true}, "consul, grpc, retry"},
+		{Summary{Path: PathConsul, Retry: true}, "consul, retry"},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Caller(); got != tt.want {
+			t.Errorf("Caller() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestMarkdownByProtocol(t *testing.T) {
+	run := func(variant string, iteration int, recs ...Record) Run {
+		return Run{Scenario: "rolling-update", Variant: variant, Iteration: iteration, Records: recs}
+	}
+	var sums []Summary
+	for _, r := range []Run{
+		run("lastcall", 1, protoRec(PathService, ProtoHTTP1, false, OK), protoRec(PathService, ProtoGRPC, false, OK),
+			protoRec(PathConsul, ProtoGRPC, false, OK)),
+		run("lastcall", 2, protoRec(PathService, ProtoGRPC, false, OK), protoRec(PathConsul, ProtoGRPC, true, OK)),
+		run("control", 1, protoRec(PathService, ProtoHTTP1, false, Refused), protoRec(PathService, ProtoGRPC, false, Reset),
+			protoRec(PathConsul, ProtoGRPC, false, Status5xx), protoRec(PathConsul, ProtoH2C, false, Timeout)),
+	} {
+		sums = append(sums, Summarize(r)...)
+	}
+	var b bytes.Buffer
+	if err := Markdown(&b, "t", sums); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	rows := []string{
+		"| lastcall | 1 | service, grpc | 1 | **0** | 0 | 0 | 0 | 0 | 0 |",
+		"Failures by protocol and class, over the runs and paths:\n\n| variant | protocol | runs | requests | failed | refused | reset | timeout | 5xx | other |\n",
+		"| lastcall | http1 | 1 | 1 | **0** | 0 | 0 | 0 | 0 | 0 |\n" +
+			"| lastcall | grpc | 2 | 3 | **0** | 0 | 0 | 0 | 0 | 0 |\n" +
+			"| lastcall | grpc, retry | 1 | 1 | **0** | 0 | 0 | 0 | 0 | 0 |\n" +
+			"| control | http1 | 1 | 1 | **1** | 1 | 0 | 0 | 0 | 0 |\n" +
+			"| control | h2c | 1 | 1 | **1** | 0 | 0 | 1 | 0 | 0 |\n" +
+			"| control | grpc | 1 | 2 | **2** | 0 | 1 | 0 | 1 | 0 |\n",
+	}
+	for _, want := range rows {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestParseProtocol(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Protocol
+		ok   bool
+	}{
+		{"", ProtoHTTP1, true}, {"http1", ProtoHTTP1, true}, {"http1-default", ProtoHTTP1Default, true},
+		{"h2c", ProtoH2C, true}, {"grpc", ProtoGRPC, true}, {"HTTP1", "HTTP1", false}, {"h2", "h2", false},
+	}
+	for _, tt := range tests {
+		if got, ok := ParseProtocol(tt.in); got != tt.want || ok != tt.ok {
+			t.Errorf("ParseProtocol(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+	if ProtoHTTP1.String() != "http1" || ProtoGRPC.String() != "grpc" {
+		t.Error("String")
 	}
 }
