@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lastcall-dev/lastcall/e2e/report"
+	"github.com/lastcall-dev/lastcall/graceful"
 	"github.com/lastcall-dev/lastcall/registry/consulwatch"
 )
 
@@ -31,6 +33,10 @@ type consulTargets struct {
 	n     atomic.Uint64
 	ready chan struct{} // closed after the first answer
 	once  sync.Once
+
+	// notify orders the calls of onChange: each gets the list current when it runs
+	notify   sync.Mutex
+	onChange []func([]target)
 }
 
 // watchConsul starts following cfg.Service's passing instances until ctx ends.
@@ -79,13 +85,25 @@ func (t *consulTargets) set(entries []*api.ServiceEntry, index uint64) {
 			port = t.cfg.Port
 		}
 		hp := net.JoinHostPort(addr, strconv.Itoa(port))
-		list = append(list, target{url: "http://" + hp + t.cfg.URLPath, hostPort: hp})
+		u := "http://" + hp + t.cfg.URLPath
+		if t.cfg.Protocol == report.ProtoGRPC {
+			u = hp
+		}
+		list = append(list, target{url: u, hostPort: hp})
 	}
 	slices.SortFunc(list, func(a, b target) int { return cmp.Compare(a.hostPort, b.hostPort) })
+	t.notify.Lock()
 	t.mu.Lock()
 	changed := !slices.Equal(list, t.list)
 	t.list, t.lastErr = list, nil
+	subs := t.onChange
 	t.mu.Unlock()
+	if changed {
+		for _, fn := range subs {
+			fn(list)
+		}
+	}
+	t.notify.Unlock()
 	if changed {
 		hosts := make([]string, len(list))
 		for i, tg := range list {
@@ -109,6 +127,29 @@ func (t *consulTargets) waitReady(ctx context.Context) error {
 		}
 		return fmt.Errorf("no answer from Consul at %s: %w", t.cfg.ConsulAddr, ctx.Err())
 	}
+}
+
+// subscribe calls fn with the instance list now and on every change, until the watch ends.
+func (t *consulTargets) subscribe(fn func([]target)) {
+	t.notify.Lock()
+	defer t.notify.Unlock()
+	t.mu.Lock()
+	t.onChange = append(t.onChange, fn)
+	list := t.list
+	t.mu.Unlock()
+	fn(list)
+}
+
+// Pick implements graceful.Picker over the passing instances, round robin, for a
+// RetryTransport's tries.
+func (t *consulTargets) Pick(tried []string) (string, error) {
+	t.mu.RLock()
+	hosts := make([]string, len(t.list))
+	for i, tg := range t.list {
+		hosts[i] = tg.hostPort
+	}
+	t.mu.RUnlock()
+	return graceful.RoundRobin(hosts, tried, &t.n)
 }
 
 func (t *consulTargets) next() (target, bool) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -125,18 +124,7 @@ func backend(t *testing.T, name string) string {
 func startWatch(t *testing.T, consulURL string) (Config, *consulTargets) {
 	t.Helper()
 	cfg := mustValidate(t, Config{Path: report.PathConsul, ConsulAddr: consulURL, Service: "web", URLPath: "/work", Rate: 200})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	tg, err := watchConsul(ctx, cfg, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := tg.waitReady(wctx); err != nil {
-		t.Fatal(err)
-	}
-	return cfg, tg
+	return cfg, watchWith(t, cfg)
 }
 
 func servedBy(t *testing.T, recs []report.Record) map[string]int {

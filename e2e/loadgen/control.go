@@ -106,7 +106,7 @@ func (c *control) start(w http.ResponseWriter, r *http.Request) {
 	ru := &run{name: req.Name, cancel: cancel, done: make(chan struct{})}
 	log := c.log.With("run", req.Name)
 	for i, cfg := range req.Generators {
-		glog := log.With("path", cfg.Path, "generator", i)
+		glog := log.With("path", cfg.Path, "protocol", cfg.Protocol.String(), "generator", i)
 		var t targets
 		switch cfg.Path {
 		case report.PathConsul:
@@ -128,7 +128,7 @@ func (c *control) start(w http.ResponseWriter, r *http.Request) {
 			}
 			t = ct
 		default:
-			t, _ = fixedTarget(cfg.URL) // validated
+			t, _ = serviceTarget(cfg) // validated
 		}
 		ru.gens = append(ru.gens, newGenerator(cfg, t, glog))
 	}
@@ -173,6 +173,8 @@ func (c *control) stop(w http.ResponseWriter, r *http.Request) {
 
 type generatorStatus struct {
 	Path     report.Path `json:"path"`
+	Protocol string      `json:"protocol"`
+	Retry    bool        `json:"retry,omitempty"`
 	Rate     float64     `json:"rate"`
 	Sent     int64       `json:"sent"`
 	Failed   int64       `json:"failed"`
@@ -194,7 +196,7 @@ func (c *control) status(w http.ResponseWriter, r *http.Request) {
 	for _, ru := range c.runs {
 		rs := runStatus{Name: ru.name, Started: ru.started}
 		for _, g := range ru.gens {
-			rs.Generators = append(rs.Generators, generatorStatus{Path: g.cfg.Path, Rate: g.cfg.Rate,
+			rs.Generators = append(rs.Generators, generatorStatus{Path: g.cfg.Path, Protocol: g.cfg.Protocol.String(), Retry: g.cfg.Retry, Rate: g.cfg.Rate,
 				Sent: g.sent.Load(), Failed: g.failed.Load(), InFlight: g.inFlight()})
 		}
 		out.Runs = append(out.Runs, rs)

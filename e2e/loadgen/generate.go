@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -17,29 +19,44 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lastcall-dev/lastcall/e2e/app/workrpc"
 	"github.com/lastcall-dev/lastcall/e2e/report"
+	"github.com/lastcall-dev/lastcall/graceful"
 )
 
 // Config is one generator: a constant rate of requests on one path.
 type Config struct {
-	Path        report.Path `json:"path"`                  // "service" or "consul"
-	URL         string      `json:"url,omitempty"`         // service: every request goes here
-	ConsulAddr  string      `json:"consulAddr,omitempty"`  // consul: its HTTP API, e.g. http://consul:8500
-	Service     string      `json:"service,omitempty"`     // consul: the service name
-	Port        int         `json:"port,omitempty"`        // consul: port override (default: the instance's)
-	URLPath     string      `json:"urlPath,omitempty"`     // consul: request path (default /)
-	Rate        float64     `json:"rate"`                  // requests per second
-	Method      string      `json:"method,omitempty"`      // default POST
-	Conns       int         `json:"conns,omitempty"`       // keep-alive connections kept per host (default 32)
-	Timeout     string      `json:"timeout,omitempty"`     // per request, connect to end of body (default 5s)
-	MaxInFlight int         `json:"maxInFlight,omitempty"` // default: rate × timeout + conns
-	IdleTimeout string      `json:"idleTimeout,omitempty"` // close a keep-alive connection idle this long (default 90s, Go's)
-	// "keep-alive" (default): pooled connections; "new": a new connection for every request,
-	// closed after its answer, as callers without pooling do
+	Path report.Path `json:"path"` // "service" or "consul"
+	// "http1" (the default: the tuned HTTP/1.1 client below), "http1-default" (Go's
+	// http.DefaultTransport settings), "h2c" (HTTP/2 with prior knowledge, Go's defaults) or
+	// "grpc" (grpc-go's defaults, calls lastcall.e2e.Work/Do)
+	Protocol report.Protocol `json:"protocol,omitempty"`
+	// Retry sends what the server did not process (and, for idempotent HTTP requests, what
+	// failed before it was sent) again: graceful.RetryTransport over HTTP, grpcgraceful.Retry's
+	// interceptor over gRPC. Off by default: a plain caller counts a "not processed" answer as a
+	// failure.
+	Retry bool `json:"retry,omitempty"`
+	// service: every request goes here; a gRPC target (host:port or dns:///host:port) for grpc
+	URL         string  `json:"url,omitempty"`
+	ConsulAddr  string  `json:"consulAddr,omitempty"`  // consul: its HTTP API, e.g. http://consul:8500
+	Service     string  `json:"service,omitempty"`     // consul: the service name
+	Port        int     `json:"port,omitempty"`        // consul: port override (default: the instance's; the gRPC port for grpc)
+	URLPath     string  `json:"urlPath,omitempty"`     // consul: request path (default /; none for grpc)
+	Rate        float64 `json:"rate"`                  // requests per second
+	Method      string  `json:"method,omitempty"`      // default POST (the only one for grpc)
+	Conns       int     `json:"conns,omitempty"`       // http1: keep-alive connections kept per host (default 32)
+	Timeout     string  `json:"timeout,omitempty"`     // per request, connect to end of body (default 5s)
+	MaxInFlight int     `json:"maxInFlight,omitempty"` // default: rate × timeout + conns
+	IdleTimeout string  `json:"idleTimeout,omitempty"` // http1: close a keep-alive connection idle this long (default 90s, Go's)
+	// http1 and http1-default: "keep-alive" (default): pooled connections; "new": a new
+	// connection for every request, closed after its answer, as callers without pooling do
 	Connection string `json:"connection,omitempty"`
 
 	timeout, idleTimeout time.Duration
 }
+
+// defaultConns is http1's pool per host, and the slack of every protocol's in-flight cap.
+const defaultConns = 32
 
 // Config.Connection's values.
 const (
@@ -51,6 +68,9 @@ const (
 // the start request.
 func (c *Config) validate(i int) error {
 	field := func(name string) string { return fmt.Sprintf("generators[%d].%s", i, name) }
+	if err := c.validateProtocol(field); err != nil {
+		return err
+	}
 	if c.Rate <= 0 || c.Rate > 10000 {
 		return fmt.Errorf("%s: %v requests/s, want more than 0 and at most 10000", field("rate"), c.Rate)
 	}
@@ -60,10 +80,10 @@ func (c *Config) validate(i int) error {
 	if strings.Trim(c.Method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
 		return fmt.Errorf("%s: %q, want an HTTP method such as POST", field("method"), c.Method)
 	}
-	if c.Conns == 0 {
-		c.Conns = 32
+	if c.Conns == 0 && c.Protocol == report.ProtoHTTP1 {
+		c.Conns = defaultConns
 	}
-	if c.Conns < 1 || c.Conns > 1000 {
+	if c.Conns < 0 || c.Conns > 1000 || (c.Conns == 0 && c.Protocol == report.ProtoHTTP1) {
 		return fmt.Errorf("%s: %d, want 1 to 1000", field("conns"), c.Conns)
 	}
 	switch c.Connection {
@@ -96,11 +116,11 @@ func (c *Config) validate(i int) error {
 	if c.MaxInFlight == 0 {
 		// as many as can be in flight when every request takes the whole timeout: the cap only
 		// bites when the generator itself falls behind, never because the server is slow
-		c.MaxInFlight = int(math.Ceil(c.Rate*c.timeout.Seconds())) + c.Conns
+		c.MaxInFlight = int(math.Ceil(c.Rate*c.timeout.Seconds())) + cmp.Or(c.Conns, defaultConns)
 	}
 	switch c.Path {
 	case report.PathService:
-		if _, err := fixedTarget(c.URL); err != nil {
+		if _, err := serviceTarget(*c); err != nil {
 			return fmt.Errorf("%s: %w", field("url"), err)
 		}
 	case report.PathConsul:
@@ -113,14 +133,46 @@ func (c *Config) validate(i int) error {
 		if c.Port < 0 || c.Port > 65535 {
 			return fmt.Errorf("%s: %d, want a port (0: the instance's)", field("port"), c.Port)
 		}
-		if c.URLPath == "" {
+		if c.URLPath == "" && c.Protocol != report.ProtoGRPC {
 			c.URLPath = "/"
 		}
-		if !strings.HasPrefix(c.URLPath, "/") {
+		if c.Protocol != report.ProtoGRPC && !strings.HasPrefix(c.URLPath, "/") {
 			return fmt.Errorf("%s: %q, want a path starting with /", field("urlPath"), c.URLPath)
 		}
 	default:
 		return fmt.Errorf("%s: %q, want %q or %q", field("path"), c.Path, report.PathService, report.PathConsul)
+	}
+	return nil
+}
+
+// validateProtocol checks the protocol and the options that depend on it. The modes other than
+// http1 stand for callers with their client's defaults: the options that tune a client are
+// refused there rather than ignored.
+func (c *Config) validateProtocol(field func(string) string) error {
+	p, ok := report.ParseProtocol(string(c.Protocol))
+	if !ok {
+		return fmt.Errorf("%s: %q, want http1 (the default), http1-default, h2c or grpc", field("protocol"), c.Protocol)
+	}
+	c.Protocol = p
+	if p == report.ProtoHTTP1 {
+		return nil
+	}
+	switch {
+	case c.Conns != 0:
+		return fmt.Errorf("%s: %d with protocol %s, which keeps its client's default pool: leave it out", field("conns"), c.Conns, p)
+	case c.IdleTimeout != "":
+		return fmt.Errorf("%s: %q with protocol %s, which keeps its client's default idle timeout: leave it out", field("idleTimeout"), c.IdleTimeout, p)
+	case c.Connection == connNew && p != report.ProtoHTTP1Default:
+		return fmt.Errorf("%s: %q with protocol %s: one connection per request is for http1 and http1-default", field("connection"), c.Connection, p)
+	}
+	if p != report.ProtoGRPC {
+		return nil
+	}
+	switch {
+	case c.Method != "" && c.Method != http.MethodPost:
+		return fmt.Errorf("%s: %q with protocol grpc, whose calls are POSTs: leave it out", field("method"), c.Method)
+	case c.URLPath != "":
+		return fmt.Errorf("%s: %q with protocol grpc, which calls %s: leave it out", field("urlPath"), c.URLPath, workrpc.DoMethod)
 	}
 	return nil
 }
@@ -134,11 +186,23 @@ type target struct {
 // targets picks where the next request goes.
 type targets interface {
 	next() (target, bool) // false when there is none
+	graceful.Picker       // for a RetryTransport's tries: host:port
 }
 
 type fixed target
 
 func (f fixed) next() (target, bool) { return target(f), true }
+
+// Pick is the one endpoint, for a RetryTransport: the Service picks the pod.
+func (f fixed) Pick([]string) (string, error) { return f.hostPort, nil }
+
+// serviceTarget is the service path's one target: its URL, or its gRPC target for grpc.
+func serviceTarget(c Config) (fixed, error) {
+	if c.Protocol == report.ProtoGRPC {
+		return grpcTarget(c.URL)
+	}
+	return fixedTarget(c.URL)
+}
 
 // fixedTarget is the service path's one URL.
 func fixedTarget(raw string) (fixed, error) {
@@ -154,10 +218,10 @@ func fixedTarget(raw string) (fixed, error) {
 }
 
 // generator sends cfg.Rate requests per second, open loop (a slow answer does not slow the
-// schedule), over one keep-alive transport, and records every request.
+// schedule), through one client of its protocol, and records every request.
 type generator struct {
 	cfg     Config
-	client  *http.Client
+	caller  caller
 	targets targets
 	slots   chan struct{} // the in-flight cap
 	log     *slog.Logger
@@ -168,21 +232,22 @@ type generator struct {
 	sent, failed atomic.Int64 // recorded so far, for /status
 }
 
+// caller sends one request of a protocol.
+type caller interface {
+	// call sends a request to t, within ctx, and fills in rec's outcome, answer and error.
+	call(ctx context.Context, t target, rec *report.Record)
+	// close releases the connections once the requests in flight are done.
+	close()
+}
+
 func newGenerator(cfg Config, t targets, log *slog.Logger) *generator {
-	// A client as services use one: keep-alive connections reused across requests, HTTP/1.1.
-	// No cap on connections per host: a cap would queue requests in the client, and under a
-	// slow server those would time out for a reason of the client's own making.
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: cfg.timeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        cfg.Conns * 64, // the consul path talks to every pod
-		MaxIdleConnsPerHost: cfg.Conns,
-		IdleConnTimeout:     cfg.idleTimeout,
-		ForceAttemptHTTP2:   false,
-		// "new": Connection: close on every request, so the dataplane routes each one afresh
-		DisableKeepAlives: cfg.Connection == connNew,
+	var c caller
+	if cfg.Protocol == report.ProtoGRPC {
+		c = newGRPCCaller(cfg, t)
+	} else {
+		c = newHTTPCaller(cfg, t)
 	}
-	return &generator{cfg: cfg, client: &http.Client{Transport: tr}, targets: t,
-		slots: make(chan struct{}, cfg.MaxInFlight), log: log}
+	return &generator{cfg: cfg, caller: c, targets: t, slots: make(chan struct{}, cfg.MaxInFlight), log: log}
 }
 
 // conn labels the records of a new-connection caller, so the report counts them apart.
@@ -193,18 +258,24 @@ func (g *generator) conn() report.Conn {
 	return report.ConnKeepAlive
 }
 
+// newRecord starts the record of a request sent at start.
+func (g *generator) newRecord(start time.Time) report.Record {
+	return report.Record{Path: g.cfg.Path, Conn: g.conn(), Proto: g.cfg.Protocol, Retry: g.cfg.Retry, Start: start}
+}
+
 // errOverloaded is the error text of a request the generator did not send because too many
 // were in flight.
 const errOverloaded = "client overloaded"
 
 // run sends until ctx ends, then waits for the requests in flight, each bounded by the timeout.
 func (g *generator) run(ctx context.Context) {
-	g.log.Info("generator started", "rate", g.cfg.Rate, "method", g.cfg.Method, "conns", g.cfg.Conns,
-		"timeout", g.cfg.timeout, "maxInFlight", g.cfg.MaxInFlight, "connection", g.cfg.Connection)
+	g.log.Info("generator started", "protocol", g.cfg.Protocol.String(), "retry", g.cfg.Retry, "rate", g.cfg.Rate,
+		"method", g.cfg.Method, "conns", g.cfg.Conns, "timeout", g.cfg.timeout, "maxInFlight", g.cfg.MaxInFlight,
+		"connection", g.cfg.Connection)
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
-		g.client.CloseIdleConnections()
+		g.caller.close()
 		g.log.Info("generator stopped", "sent", g.sent.Load(), "failed", g.failed.Load())
 	}()
 	// requests carry on when the run is stopped: stopping ends the schedule, not the requests
@@ -233,21 +304,18 @@ func (g *generator) run(ctx context.Context) {
 					g.record(g.one(reqCtx))
 				})
 			default:
-				g.record(report.Record{Path: g.cfg.Path, Conn: g.conn(), Start: now, Outcome: report.Other, Err: errOverloaded})
+				rec := g.newRecord(now)
+				rec.Outcome, rec.Err = report.Other, errOverloaded
+				g.record(rec)
 			}
 		}
 		timer.Reset(time.Until(next))
 	}
 }
 
-// body is what a request sends: a body makes the request one Go's Transport does not retry on
-// its own, so a connection closed under it shows as a failure.
-var body = []byte(`{"work":1}`)
-
-// one sends one request and reads its answer to the end.
+// one sends one request and records how it ended.
 func (g *generator) one(ctx context.Context) report.Record {
-	start := time.Now()
-	rec := report.Record{Path: g.cfg.Path, Conn: g.conn(), Start: start}
+	rec := g.newRecord(time.Now())
 	t, ok := g.targets.next()
 	if !ok {
 		rec.Outcome, rec.Err = report.Other, "no instances"
@@ -256,20 +324,87 @@ func (g *generator) one(ctx context.Context) report.Record {
 	rec.Target = t.hostPort
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.timeout)
 	defer cancel()
+	g.caller.call(ctx, t, &rec)
+	rec.Latency = time.Since(rec.Start)
+	return rec
+}
+
+// body is what a request sends: a body makes the request one Go's Transport does not retry on
+// its own, so a connection closed under it shows as a failure.
+var body = []byte(`{"work":1}`)
+
+// httpCaller sends HTTP requests: HTTP/1.1 (tuned or with Go's defaults) or h2c.
+type httpCaller struct {
+	client *http.Client
+	method string
+	// traceTarget records the address the request went to, when a RetryTransport chose it
+	traceTarget bool
+}
+
+func newHTTPCaller(cfg Config, t targets) *httpCaller {
+	var rt http.RoundTripper = httpTransport(cfg)
+	c := &httpCaller{method: cfg.Method}
+	if cfg.Retry {
+		// the Picker chooses each try's endpoint: the Service's name, or Consul's instances
+		rt = &graceful.RetryTransport{Base: rt, Picker: t, Timeout: cfg.timeout}
+		c.traceTarget = cfg.Path == report.PathConsul
+	}
+	c.client = &http.Client{Transport: rt}
+	return c
+}
+
+// httpTransport is the protocol's client.
+func httpTransport(cfg Config) *http.Transport {
+	if cfg.Protocol == report.ProtoHTTP1 {
+		// A client tuned for lastcall's e2e: keep-alive connections reused across requests,
+		// HTTP/1.1, idle ones closed after cfg.idleTimeout. No cap on connections per host: a
+		// cap would queue requests in the client, and under a slow server those would time out
+		// for a reason of the client's own making.
+		return &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: cfg.timeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        cfg.Conns * 64, // the consul path talks to every pod
+			MaxIdleConnsPerHost: cfg.Conns,
+			IdleConnTimeout:     cfg.idleTimeout,
+			ForceAttemptHTTP2:   false,
+			// "new": Connection: close on every request, so the dataplane routes each one afresh
+			DisableKeepAlives: cfg.Connection == connNew,
+		}
+	}
+	// A caller that tuned nothing: Go's http.DefaultTransport settings (90 s idle timeout, 2
+	// idle connections kept per host, no cap on connections), without sharing its pool with
+	// the control API's client.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if cfg.Protocol == report.ProtoH2C {
+		// HTTP/2 with prior knowledge for http:// URLs: one connection per host, streams
+		// multiplexed on it
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	tr.DisableKeepAlives = cfg.Connection == connNew
+	return tr
+}
+
+func (c *httpCaller) call(ctx context.Context, t target, rec *report.Record) {
 	var rd io.Reader
-	if g.cfg.Method != http.MethodGet && g.cfg.Method != http.MethodHead {
+	if c.method != http.MethodGet && c.method != http.MethodHead {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, g.cfg.Method, t.url, rd)
+	if c.traceTarget {
+		rec.Target = "" // the RetryTransport's pick, if a connection was reached
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+			rec.Target = info.Conn.RemoteAddr().String()
+		}})
+	}
+	req, err := http.NewRequestWithContext(ctx, c.method, t.url, rd)
 	if err != nil {
 		rec.Outcome, rec.Err = report.Other, err.Error()
-		return rec
+		return
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("User-Agent", "lastcall-loadgen")
-	resp, err := g.client.Do(req)
+	resp, err := c.client.Do(req)
 	if err == nil {
 		rec.Status = resp.StatusCode
 		rec.Pod = resp.Header.Get("X-Processed-By")
@@ -277,7 +412,6 @@ func (g *generator) one(ctx context.Context) report.Record {
 		_, err = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
 	}
-	rec.Latency = time.Since(start)
 	rec.Outcome = classify(err, rec.Status)
 	switch {
 	case err != nil:
@@ -285,8 +419,9 @@ func (g *generator) one(ctx context.Context) report.Record {
 	case rec.Outcome != report.OK:
 		rec.Err = fmt.Sprintf("HTTP %d", rec.Status)
 	}
-	return rec
 }
+
+func (c *httpCaller) close() { c.client.CloseIdleConnections() }
 
 func (g *generator) record(r report.Record) {
 	g.sent.Add(1)
@@ -331,10 +466,32 @@ func classify(err error, status int) report.Outcome {
 		return report.Timeout
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		// net/http's errServerClosedIdle, unexported
-		strings.Contains(err.Error(), "server closed idle connection"):
+		lostConnection(err.Error()):
 		return report.Reset
 	default:
 		return report.Other
 	}
+}
+
+// lostConnection reads, from an error's text, a connection closed or reset under a request by
+// the server, where net/http (its HTTP/1.1 and bundled HTTP/2 client) and grpc-go give no
+// error value to test.
+func lostConnection(msg string) bool {
+	for _, s := range []string{
+		"server closed idle connection", // HTTP/1.1: errServerClosedIdle
+		"server sent GOAWAY",            // HTTP/2: the connection closed before the stream's answer
+		"client connection lost",        // HTTP/2: the connection broke
+		"stream error",                  // HTTP/2: RST_STREAM from the server
+		"RST_STREAM",                    // gRPC: the stream reset
+		"connection reset",              // gRPC: ECONNRESET in the transport's text
+		"broken pipe",
+		"EOF",                  // gRPC: "error reading from server: EOF"
+		"transport is closing", // gRPC: the connection closed under the call
+		"connection closed",
+	} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,8 +1,9 @@
 // Command loadgen is the e2e's load generator, run as a pod in the cluster and driven by the
 // suite through the API server's pod proxy. A run is a set of generators, each a constant rate
 // of requests on one path: through a Service URL (kube-proxy), or balanced on the client over
-// Consul's passing instances (blocking queries, straight to pod IPs). Every request is
-// recorded with its start, latency, outcome and the pod that served it.
+// Consul's passing instances (blocking queries, straight to pod IPs), in one protocol: HTTP/1.1
+// (tuned, or with Go's defaults), h2c or gRPC. Every request is recorded with its start,
+// latency, outcome and the pod that served it.
 package main
 
 import (
@@ -29,7 +30,17 @@ answers' latency. Control API (JSON):
                            "port":8080,"urlPath":"/work","rate":100}]}
                         generator options: method (POST), conns (32), timeout (5s), maxInFlight,
                         idleTimeout (90s), connection ("keep-alive", or "new": a new connection
-                        per request, closed after its answer; its records carry "c":"new")
+                        per request, closed after its answer; its records carry "c":"new"),
+                        protocol: "http1" (default: HTTP/1.1, the client tuned by conns and
+                          idleTimeout), "http1-default" (Go's http.DefaultTransport settings),
+                          "h2c" (HTTP/2 with prior knowledge, Go's defaults) or "grpc" (grpc-go's
+                          defaults, unary lastcall.e2e.Work/Do; url is a gRPC target such as
+                          "web.ns.svc.cluster.local:9090", port the instances' gRPC port);
+                          conns and idleTimeout are for http1 only, connection "new" for http1
+                          and http1-default, method and urlPath not for grpc; records carry
+                          "pr":<protocol> unless http1
+                        retry (false): resend what the server did not process (graceful's
+                          RetryTransport, grpcgraceful's Retry); records carry "r":true
                         202 started, 400 bad field, 409 name running, 502 Consul not answering
   POST /stop?name=run1  stops the run, waits for requests in flight, answers {"records":[...]}
                         (gzipped if accepted); 404 if the name is not running
