@@ -272,6 +272,7 @@ func runPlain(ctx context.Context, o options, log *slog.Logger) error {
 	return p.run(ctx, o, log)
 }
 
+// run serves on p's listeners; see runPlain.
 func (p *plainApp) run(ctx context.Context, o options, log *slog.Logger) error {
 	var reg *graceful.Component
 	if o.consulAddr != "" {
