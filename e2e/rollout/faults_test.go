@@ -102,6 +102,13 @@ var faultCases = []faultCase{
 		},
 	},
 	{
+		name: "consul-refused-20s", about: "connections to the Consul server refused (TCP reset) for 20 s, 2 s into a rolling update: Consul down, not frozen",
+		sc: rollingUpdate, at: 2 * time.Second, hold: 20 * time.Second,
+		inject: func(ctx context.Context, _ string) (func(context.Context) error, error) {
+			return refuseConsul(ctx)
+		},
+	},
+	{
 		name: "leader-killed", about: "two controller replicas; the leader's pod force-deleted 2 s into a rolling update",
 		sc: rollingUpdate, at: 2 * time.Second, zero: true,
 		setup: func(ctx context.Context) (func(context.Context) error, error) {
@@ -146,7 +153,7 @@ var faultCases = []faultCase{
 		helperArgs: []string{"--quiet=banana"},
 	},
 	{
-		name: "node-lost", about: "the worker without the controller stopped (`docker stop`) under load for 100 s, then started again; pods tolerate the unreachable node for 30 s",
+		name: "node-lost", about: "the worker without the controller killed (`docker kill`: every process on it gets SIGKILL, none a SIGTERM) under load for 100 s, then started again; pods tolerate the unreachable node for 30 s",
 		sc: scenario{name: "node-lost", before: 6, after: 6, retired: 1, change: func(context.Context, string, int) error { return nil }},
 		tweak: func(d *appsv1.Deployment) {
 			for _, key := range []string{"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"} {
@@ -333,6 +340,28 @@ func signalConsul(ctx context.Context, sig string) error {
 	}
 	script := fmt.Sprintf(`n=0; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = consul ] && kill -%s ${p#/proc/} && n=$((n+1)); done; [ $n -ge 1 ]`, sig)
 	return nodeExec(ctx, pods.Items[0].Spec.NodeName, "sh", "-c", script)
+}
+
+// refuseConsul answers every TCP packet to the Consul server's HTTP port with a reset, on its
+// node's forwarding path (every pod's traffic to it, wherever the pod runs); the kubelet's probe
+// (from the node itself) still passes, so Consul stays an endpoint that refuses.
+func refuseConsul(ctx context.Context) (func(context.Context) error, error) {
+	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=consul"})
+	if err != nil {
+		return nil, fmt.Errorf("the consul pod: %w", err)
+	}
+	if len(pods.Items) != 1 || pods.Items[0].Status.PodIP == "" {
+		return nil, fmt.Errorf("the consul pod: %d found, want 1 with an IP", len(pods.Items))
+	}
+	p := pods.Items[0]
+	rule := func(ctx context.Context, op string) error {
+		return nodeExec(ctx, p.Spec.NodeName, "iptables", op, "FORWARD", "-d", p.Status.PodIP, "-p", "tcp", "--dport", "8500",
+			"-j", "REJECT", "--reject-with", "tcp-reset")
+	}
+	if err := rule(ctx, "-I"); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error { return rule(ctx, "-D") }, nil
 }
 
 // waitConsulLeader waits until the Consul server answers with a leader again.
@@ -569,7 +598,7 @@ func (r *faultNote) take() string {
 	return s
 }
 
-// loseNode stops the worker that runs some of workload's pods but not the controller, and
+// loseNode kills the worker that runs some of workload's pods but not the controller, and
 // follows, every 250 ms until the node is started again, when the node turned NotReady, when
 // its pods were deleted (Kubernetes gave up on them), when the EndpointSlices stopped listing
 // them as ready and when Consul stopped listing them.
@@ -605,13 +634,21 @@ func loseNode(ctx context.Context, workload string) (func(context.Context) error
 	for _, uid := range onNode[node] {
 		lost[uid] = true
 	}
-	GinkgoWriter.Printf("fault node-lost: stopping %s (%d pods of %s)\n", node, len(lost), workload)
+	// the removal is measured by these pods' pod-uid meta: it must match them before the kill
+	if n, err := consulInstancesOf(ctx, workload, lost); err != nil || n != len(lost) {
+		return nil, fmt.Errorf("before the kill Consul lists %d of the %d pods' instances on %s (err %v): the probe could not see their removal", n, len(lost), node, err)
+	}
+	GinkgoWriter.Printf("fault node-lost: killing %s (%d pods of %s)\n", node, len(lost), workload)
 	start := time.Now()
-	if out, err := exec.CommandContext(ctx, "docker", "stop", "-t", "0", node).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("docker stop %s: %w: %s", node, err, out)
+	// kill, not stop: `docker stop` signals the node's systemd, which sends SIGTERM to every
+	// process before the kill lands, and an app that deregisters on SIGTERM leaves Consul in
+	// that window (a lost node gives its pods no such chance)
+	if out, err := exec.CommandContext(ctx, "docker", "kill", node).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("docker kill %s: %w: %s", node, err, out)
 	}
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	var notReady, deleted, unlisted, deregistered time.Duration
+	listed, consulErrs := -1, 0
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
@@ -641,7 +678,15 @@ func loseNode(ctx context.Context, workload string) (func(context.Context) error
 				since(&unlisted, n == 0)
 			}
 			if n, err := consulInstancesOf(watchCtx, workload, lost); err == nil {
+				if n != listed {
+					// every change, so that a count that starts at 0 (a probe that matches
+					// nothing) cannot pass for a fast removal
+					GinkgoWriter.Printf("fault node-lost: %s after the kill Consul lists %d of the %d lost pods' instances\n", short(time.Since(start)), n, len(lost))
+					listed = n
+				}
 				since(&deregistered, n == 0)
+			} else {
+				consulErrs++
 			}
 			_ = sleepCtx(watchCtx, 250*time.Millisecond)
 		}
@@ -655,9 +700,10 @@ func loseNode(ctx context.Context, workload string) (func(context.Context) error
 			}
 			return short(d)
 		}
-		lostNodeReport.set(fmt.Sprintf("%s stopped with %d pods of the workload; after the stop: node NotReady %s, "+
-			"EndpointSlices list none of them as ready %s, their pods deleted (Kubernetes gave up) %s, Consul lists none of them %s",
-			node, len(lost), dash(notReady), dash(unlisted), dash(deleted), dash(deregistered)))
+		lostNodeReport.set(fmt.Sprintf("%s killed with %d pods of the workload; after the kill: node NotReady %s, "+
+			"EndpointSlices list none of them as ready %s, their pods deleted (Kubernetes gave up) %s, Consul lists none of them %s "+
+			"(%d catalog reads failed)",
+			node, len(lost), dash(notReady), dash(unlisted), dash(deleted), dash(deregistered), consulErrs))
 		if out, err := exec.CommandContext(ctx, "docker", "start", node).CombinedOutput(); err != nil {
 			return fmt.Errorf("docker start %s: %w: %s", node, err, out)
 		}
