@@ -115,8 +115,13 @@ e2e-dataplane: kind-up ## the slow-dataplane e2e (kube-proxy minSyncPeriod 10s, 
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=slow-dataplane || rc=$$?; \
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
+.PHONY: e2e-callers
+e2e-callers: kind-up ## every scenario under callers with their clients' defaults (HTTP/1.1 Go defaults, h2c, gRPC) on both paths, with lastcall and the control
+	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=callers || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
+
 .PHONY: e2e-faults
-e2e-faults: kind-up ## faults under load (Consul restart and hang, leader killed, API outage, force delete, grace squeeze, bad input, 50 at once): report in out/e2e/…/faults.md
+e2e-faults: kind-up ## faults under load (Consul restarted, frozen, refusing; leader killed; API outage; node lost; force delete; grace squeeze; bad input; 50 at once): report in out/e2e/…/faults.md
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=faults || rc=$$?; \
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 

@@ -36,6 +36,10 @@ type Config struct {
 	// interceptor over gRPC. Off by default: a plain caller counts a "not processed" answer as a
 	// failure.
 	Retry bool `json:"retry,omitempty"`
+	// IdempotencyKey (HTTP only) sends a unique Idempotency-Key header with every request: Go's
+	// Transport then resends a request whose kept-alive connection closed before it was
+	// written, as it does a GET, without any other retry.
+	IdempotencyKey bool `json:"idempotencyKey,omitempty"`
 	// service: every request goes here; a gRPC target (host:port or dns:///host:port) for grpc
 	URL         string  `json:"url,omitempty"`
 	ConsulAddr  string  `json:"consulAddr,omitempty"`  // consul: its HTTP API, e.g. http://consul:8500
@@ -173,6 +177,8 @@ func (c *Config) validateProtocol(field func(string) string) error {
 		return fmt.Errorf("%s: %q with protocol grpc, whose calls are POSTs: leave it out", field("method"), c.Method)
 	case c.URLPath != "":
 		return fmt.Errorf("%s: %q with protocol grpc, which calls %s: leave it out", field("urlPath"), c.URLPath, workrpc.DoMethod)
+	case c.IdempotencyKey:
+		return fmt.Errorf("%s: true with protocol grpc, which has no such header: leave it out", field("idempotencyKey"))
 	}
 	return nil
 }
@@ -260,7 +266,7 @@ func (g *generator) conn() report.Conn {
 
 // newRecord starts the record of a request sent at start.
 func (g *generator) newRecord(start time.Time) report.Record {
-	return report.Record{Path: g.cfg.Path, Conn: g.conn(), Proto: g.cfg.Protocol, Retry: g.cfg.Retry, Start: start}
+	return report.Record{Path: g.cfg.Path, Conn: g.conn(), Proto: g.cfg.Protocol, Retry: g.cfg.Retry, Idem: g.cfg.IdempotencyKey, Start: start}
 }
 
 // errOverloaded is the error text of a request the generator did not send because too many
@@ -337,13 +343,16 @@ var body = []byte(`{"work":1}`)
 type httpCaller struct {
 	client *http.Client
 	method string
+	// idem: a unique Idempotency-Key header per request
+	idem bool
+	seq  atomic.Uint64
 	// traceTarget records the address the request went to, when a RetryTransport chose it
 	traceTarget bool
 }
 
 func newHTTPCaller(cfg Config, t targets) *httpCaller {
 	var rt http.RoundTripper = httpTransport(cfg)
-	c := &httpCaller{method: cfg.Method}
+	c := &httpCaller{method: cfg.Method, idem: cfg.IdempotencyKey}
 	if cfg.Retry {
 		// the Picker chooses each try's endpoint: the Service's name, or Consul's instances
 		rt = &graceful.RetryTransport{Base: rt, Picker: t, Timeout: cfg.timeout}
@@ -404,6 +413,9 @@ func (c *httpCaller) call(ctx context.Context, t target, rec *report.Record) {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("User-Agent", "lastcall-loadgen")
+	if c.idem {
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("%p-%d", c, c.seq.Add(1)))
+	}
 	resp, err := c.client.Do(req)
 	if err == nil {
 		rec.Status = resp.StatusCode

@@ -41,6 +41,9 @@ answers' latency. Control API (JSON):
                           "pr":<protocol> unless http1
                         retry (false): resend what the server did not process (graceful's
                           RetryTransport, grpcgraceful's Retry); records carry "r":true
+                        idempotencyKey (false, HTTP only): a unique Idempotency-Key header on
+                          every request, which Go's Transport resends like a GET when its
+                          kept-alive connection closed first; records carry "k":true
                         202 started, 400 bad field, 409 name running, 502 Consul not answering
   POST /stop?name=run1  stops the run, waits for requests in flight, answers {"records":[...]}
                         (gzipped if accepted); 404 if the name is not running

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -334,6 +335,7 @@ func TestValidateProtocol(t *testing.T) {
 		{"grpc method", func() Config { c := svc("grpc", "web:9090"); c.Method = "GET"; return c }(), "generators[0].method:"},
 		{"grpc url", svc("grpc", "http://web/"), "generators[0].url:"},
 		{"grpc url without port", svc("grpc", "web"), "generators[0].url:"},
+		{"grpc idempotency key", func() Config { c := svc("grpc", "web:9090"); c.IdempotencyKey = true; return c }(), "generators[0].idempotencyKey:"},
 		{"grpc url path", Config{Path: report.PathConsul, Protocol: report.ProtoGRPC, ConsulAddr: "http://c:8500", Service: "web", URLPath: "/work", Rate: 1}, "generators[0].urlPath:"},
 	}
 	for _, tt := range bad {
@@ -356,6 +358,36 @@ func TestValidateProtocol(t *testing.T) {
 		c := mustValidate(t, tt.cfg)
 		if c.Protocol != tt.want {
 			t.Errorf("%+v: protocol %q, want %q", tt.cfg, c.Protocol, tt.want)
+		}
+	}
+}
+
+// TestIdempotencyKey: every request of a generator with idempotencyKey carries its own key (Go's
+// Transport resends such a request when its kept-alive connection closed first), and its
+// records say so; a generator without it sends none.
+func TestIdempotencyKey(t *testing.T) {
+	for _, withKey := range []bool{true, false} {
+		var mu sync.Mutex
+		keys := map[string]int{}
+		srv := bothServer(t, func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			keys[r.Header.Get("Idempotency-Key")]++
+			mu.Unlock()
+		})
+		recs := runUntil(t, Config{Path: report.PathService, Protocol: report.ProtoHTTP1Default, URL: srv.URL + "/work", Rate: 100, IdempotencyKey: withKey}, mustFixed(t, srv.URL+"/work"), 10)
+		mu.Lock()
+		got := maps.Clone(keys)
+		mu.Unlock()
+		if withKey && (len(got) != len(recs) || got[""] != 0) {
+			t.Errorf("idempotencyKey: %d requests, keys seen %v: want one distinct key per request", len(recs), got)
+		}
+		if !withKey && got[""] != len(recs) {
+			t.Errorf("no idempotencyKey: keys seen %v, want none", got)
+		}
+		for _, r := range recs {
+			if r.Idem != withKey || r.Outcome != report.OK {
+				t.Fatalf("record %+v: want Idem %v, ok", r, withKey)
+			}
 		}
 	}
 }

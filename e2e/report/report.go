@@ -96,6 +96,7 @@ type Record struct {
 	Conn    Conn          `json:"c,omitempty"`  // empty: keep-alive
 	Proto   Protocol      `json:"pr,omitempty"` // empty: http1
 	Retry   bool          `json:"r,omitempty"`  // the caller retried what the server did not process
+	Idem    bool          `json:"k,omitempty"`  // the request carried an Idempotency-Key header
 	Start   time.Time     `json:"-"`            // as "t0", see MarshalJSON
 	Latency time.Duration `json:"l"`
 	Outcome Outcome       `json:"o"`
@@ -168,6 +169,7 @@ type Summary struct {
 	Conn                   Conn
 	Proto                  Protocol
 	Retry                  bool
+	Idem                   bool
 	Requests, Failed       int
 	Failures               map[Outcome]int // by failure class; never OK
 	LatencyP50, LatencyP99 time.Duration   // of the successful requests
@@ -181,6 +183,7 @@ type caller struct {
 	conn  Conn
 	proto Protocol
 	retry bool
+	idem  bool
 }
 
 // Summarize returns one Summary per protocol, path and kind of caller in r's records: by protocol
@@ -190,7 +193,7 @@ type caller struct {
 func Summarize(r Run) []Summary {
 	byPath := map[caller][]Record{}
 	for _, rec := range r.Records {
-		k := caller{rec.Path, rec.Conn, rec.Proto, rec.Retry}
+		k := caller{rec.Path, rec.Conn, rec.Proto, rec.Retry, rec.Idem}
 		byPath[k] = append(byPath[k], rec)
 	}
 	var drains []time.Duration
@@ -212,7 +215,7 @@ func Summarize(r Run) []Summary {
 	for k, recs := range byPath {
 		s := Summary{
 			Scenario: r.Scenario, Variant: r.Variant, Iteration: r.Iteration, Path: k.path, Conn: k.conn,
-			Proto: k.proto, Retry: k.retry,
+			Proto: k.proto, Retry: k.retry, Idem: k.idem,
 			Requests: len(recs), Failures: map[Outcome]int{},
 			DrainP50: percentile(drains, 50), DrainMax: drainMax, Rollout: rollout,
 		}
@@ -232,7 +235,7 @@ func Summarize(r Run) []Summary {
 	slices.SortFunc(out, func(a, b Summary) int {
 		return cmp.Or(compareProto(a.Proto, b.Proto),
 			cmp.Compare(pathRank(a.Path), pathRank(b.Path)), cmp.Compare(a.Path, b.Path),
-			compareBool(a.Retry, b.Retry), cmp.Compare(a.Conn, b.Conn))
+			compareBool(a.Retry, b.Retry), compareBool(a.Idem, b.Idem), cmp.Compare(a.Conn, b.Conn))
 	})
 	return out
 }
@@ -258,7 +261,8 @@ func compareBool(a, b bool) int {
 	return 1
 }
 
-// Caller names the path, then the protocol unless it is http1, whether the caller retries,
+// Caller names the path, then the protocol unless it is http1, whether requests carry an
+// Idempotency-Key (Go's Transport resends those, as it does GETs), whether the caller retries,
 // and whether it opens a new connection per request: "service", "service, new conn",
 // "consul, grpc, retry".
 func (s Summary) Caller() string {
@@ -270,6 +274,9 @@ func (s Summary) kind() string {
 	var b strings.Builder
 	if s.Proto != ProtoHTTP1 {
 		b.WriteString(", " + s.Proto.String())
+	}
+	if s.Idem {
+		b.WriteString(", idempotency-key")
 	}
 	if s.Retry {
 		b.WriteString(", retry")

@@ -93,6 +93,6 @@ func describe(s report.Summary) string {
 		classes = append(classes, fmt.Sprintf("%s=%d", o, n))
 	}
 	return fmt.Sprintf("%s · %s · #%d · %s: %d requests, %d failed [%s], drain p50 %s, rollout %s",
-		s.Scenario, s.Variant, s.Iteration, s.Path, s.Requests, s.Failed, strings.Join(classes, " "),
+		s.Scenario, s.Variant, s.Iteration, s.Caller(), s.Requests, s.Failed, strings.Join(classes, " "),
 		s.DrainP50.Round(time.Millisecond), s.Rollout.Round(time.Millisecond))
 }

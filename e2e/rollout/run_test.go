@@ -36,6 +36,9 @@ type scenario struct {
 	// retired: how many pods the change deletes, when not what before and after imply (a force
 	// deletion replaces one pod without changing the replica count)
 	retired int
+	// defaultCallers: the load is defaultCallers' (every protocol, client defaults) instead of
+	// the tuned HTTP/1.1 callers
+	defaultCallers bool
 	// check, when set, runs once the rollout settled, under load, before the workload is torn
 	// down (the fault cases measure the registries there)
 	check func(ctx context.Context, workload string) error
@@ -110,7 +113,7 @@ func execute(ctx context.Context, v variant, sc scenario, iteration int) (report
 	old := w.uids()
 
 	loadName := fmt.Sprintf("%s-%s-%d", sc.name, v.name, iteration)
-	if err := loadStart(ctx, loadName, name, sc.newConnRate); err != nil {
+	if err := loadStart(ctx, loadName, name, sc); err != nil {
 		return run, err
 	}
 	stopped := false
@@ -229,18 +232,20 @@ func waitConsulPassing(ctx context.Context, service string, n int, timeout time.
 // The load generator's control API, reached through the API server's pod proxy.
 
 type generator struct {
-	Path        report.Path `json:"path"`
-	URL         string      `json:"url,omitempty"`
-	ConsulAddr  string      `json:"consulAddr,omitempty"`
-	Service     string      `json:"service,omitempty"`
-	Port        int         `json:"port,omitempty"`
-	URLPath     string      `json:"urlPath,omitempty"`
-	Rate        float64     `json:"rate"`
-	Method      string      `json:"method"`
-	Conns       int         `json:"conns"`
-	Timeout     string      `json:"timeout"`
-	IdleTimeout string      `json:"idleTimeout"`
-	Connection  string      `json:"connection,omitempty"`
+	Path           report.Path     `json:"path"`
+	Protocol       report.Protocol `json:"protocol,omitempty"`
+	URL            string          `json:"url,omitempty"`
+	ConsulAddr     string          `json:"consulAddr,omitempty"`
+	Service        string          `json:"service,omitempty"`
+	Port           int             `json:"port,omitempty"`
+	URLPath        string          `json:"urlPath,omitempty"`
+	Rate           float64         `json:"rate"`
+	Method         string          `json:"method,omitempty"`
+	Conns          int             `json:"conns,omitempty"`
+	Timeout        string          `json:"timeout"`
+	IdleTimeout    string          `json:"idleTimeout,omitempty"`
+	Connection     string          `json:"connection,omitempty"`
+	IdempotencyKey bool            `json:"idempotencyKey,omitempty"`
 }
 
 func loadProxy(ctx context.Context, verb, endpoint string, params map[string]string, body []byte) ([]byte, error) {
@@ -259,7 +264,23 @@ func loadProxy(ctx context.Context, verb, endpoint string, params map[string]str
 	return raw, nil
 }
 
-func loadStart(ctx context.Context, name, workload string, newConnRate float64) error {
+func loadStart(ctx context.Context, name, workload string, sc scenario) error {
+	gens := tunedCallers(workload, sc.newConnRate)
+	if sc.defaultCallers {
+		gens = defaultCallers(workload)
+	}
+	body, err := json.Marshal(map[string]any{"name": name, "generators": gens})
+	if err != nil {
+		return err
+	}
+	_, err = loadProxy(ctx, "POST", "start", nil, body)
+	return err
+}
+
+// tunedCallers is the load the suite was built on: HTTP/1.1 POSTs from a client tuned for
+// lastcall, through the Service and balanced over Consul, plus a new-connection caller when
+// newConnRate > 0.
+func tunedCallers(workload string, newConnRate float64) []generator {
 	// POST: Go's client does not resend it when a keep-alive connection closes under it, so
 	// every lost request shows. Idle connections close after 500 ms, below lastcall-prestop's
 	// --quiet (1 s): see "Callers' idle connections" in the README.
@@ -274,12 +295,35 @@ func loadStart(ctx context.Context, name, workload string, newConnRate float64) 
 		fresh.Rate, fresh.Connection = newConnRate, "new"
 		gens = append(gens, fresh)
 	}
-	body, err := json.Marshal(map[string]any{"name": name, "generators": gens})
-	if err != nil {
-		return err
+	return gens
+}
+
+// defaultCallers are callers as they come (issue 15), each with its client library's defaults,
+// on both paths at conf.callerRate: HTTP/1.1 through Go's http.DefaultTransport settings (90 s
+// idle connections) with plain POSTs and with POSTs carrying an Idempotency-Key, h2c, and gRPC
+// unary calls (pick_first: one connection through the Service; one per instance over Consul).
+func defaultCallers(workload string) []generator {
+	var gens []generator
+	for _, path := range []report.Path{report.PathService, report.PathConsul} {
+		base := generator{Path: path, Rate: conf.callerRate, Timeout: "5s", Method: "POST"}
+		if path == report.PathService {
+			base.URL = fmt.Sprintf("http://%s.%s.svc.cluster.local/work", workload, namespace)
+		} else {
+			base.ConsulAddr, base.Service, base.Port, base.URLPath = consulURL, workload, appPort, "/work"
+		}
+		plain, keyed, h2c := base, base, base
+		plain.Protocol, keyed.Protocol, h2c.Protocol = report.ProtoHTTP1Default, report.ProtoHTTP1Default, report.ProtoH2C
+		keyed.IdempotencyKey = true
+		rpc := base
+		rpc.Protocol, rpc.Method, rpc.URLPath = report.ProtoGRPC, "", ""
+		if path == report.PathService {
+			rpc.URL = fmt.Sprintf("%s.%s.svc.cluster.local:%d", workload, namespace, grpcPort)
+		} else {
+			rpc.Port = grpcPort
+		}
+		gens = append(gens, plain, keyed, h2c, rpc)
 	}
-	_, err = loadProxy(ctx, "POST", "start", nil, body)
-	return err
+	return gens
 }
 
 func loadStop(ctx context.Context, name string) ([]report.Record, error) {

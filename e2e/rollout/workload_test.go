@@ -16,6 +16,7 @@ import (
 
 const (
 	appPort      = 8080
+	grpcPort     = 9090
 	gracePeriod  = 30 // seconds; the same for every variant
 	hookReserve  = "10s"
 	registeredGC = "lastcall.dev/registered"
@@ -54,7 +55,8 @@ func (v variant) service() *corev1.Service {
 		ObjectMeta: metav1.ObjectMeta{Name: v.workload()},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": v.workload()},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(appPort)}},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(appPort)},
+				{Name: "grpc", Port: grpcPort, TargetPort: intstr.FromInt32(grpcPort)}},
 		},
 	}
 }
@@ -74,7 +76,8 @@ func (v variant) deployment(replicas int32) *appsv1.Deployment {
 		Name:            "app",
 		Image:           appImage,
 		ImagePullPolicy: corev1.PullNever,
-		Ports:           []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}},
+		// HTTP/1.1 and h2c on appPort; gRPC (the app's --grpc-listen default) on grpcPort
+		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: appPort}, {Name: "grpc", ContainerPort: grpcPort}},
 		Env: []corev1.EnvVar{
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
