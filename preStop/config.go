@@ -30,8 +30,10 @@ type Config struct {
 
 	Drain          Drain
 	MinWait, Quiet time.Duration
+	// QuietMax caps the quiet window the traffic's pauses call for; zero: the budget alone.
+	QuietMax time.Duration
 
-	// Ports are the serving ports watched for new inbound connections; empty means every
+	// Ports are the serving ports whose inbound connections are watched; empty means every
 	// non-loopback listening port but the app's admin port.
 	Ports    []int
 	AppAdmin string
@@ -99,8 +101,10 @@ func (c *Config) vars() []envflag.Var {
 	vars = append(vars, c.Drain.Vars()...)
 	return append(vars,
 		envflag.Var{Flag: "min-wait", Env: "LASTCALL_MIN_WAIT", Default: "1s", Help: "floor: the helper never returns sooner than this after it started (within the budget)", Set: envflag.Duration(&c.MinWait)},
-		envflag.Var{Flag: "quiet", Env: "LASTCALL_QUIET", Default: "1s", Help: "traffic quiescence: no new inbound connection and no new request for this long", Set: envflag.Duration(&c.Quiet)},
-		envflag.Var{Flag: "ports", Env: "LASTCALL_PORTS", Help: "comma-separated serving ports watched for new inbound connections (default: every listening port not bound to loopback, except the app admin port)", Set: c.setPorts},
+		envflag.Var{Flag: "quiet", Env: "LASTCALL_QUIET", Default: "1s", Help: "traffic quiescence: no new inbound connection, no byte received on one, and no new request (with --app-admin) for this long at least; " +
+			"longer when the traffic pauses longer: " + strconv.Itoa(GapFactor) + " × the longest pause seen between two moves of the traffic since the helper started, bounded by the budget (0: no quiet wait)", Set: envflag.Duration(&c.Quiet)},
+		envflag.Var{Flag: "quiet-max", Env: "LASTCALL_QUIET_MAX", Default: "0s", Help: "longest quiet window the traffic's pauses may call for (never below --quiet); 0: the budget alone bounds it. Set it when something keeps sending on the serving ports whatever the registries say, such as metrics scrapes or gRPC keepalive pings", Set: envflag.Duration(&c.QuietMax)},
+		envflag.Var{Flag: "ports", Env: "LASTCALL_PORTS", Help: "comma-separated serving ports whose inbound connections are watched (default: every listening port not bound to loopback, except the app admin port)", Set: c.setPorts},
 		envflag.Var{Flag: "app-admin", Env: "LASTCALL_APP_ADMIN", Help: "base URL of the app's lastcall admin endpoint (graceful library), e.g. http://127.0.0.1:9901; enables drain mode and request counting", Set: envflag.URL(&c.AppAdmin)},
 		envflag.Var{Flag: "log-format", Env: "LASTCALL_LOG_FORMAT", Default: "json", Help: "log format: json or text", Set: envflag.OneOf(&c.LogFormat, "json", "text")},
 		envflag.Var{Flag: "log-level", Env: "LASTCALL_LOG_LEVEL", Default: "info", Help: "log level: debug, info, warn or error", Set: c.setLevel},

@@ -91,6 +91,8 @@ func TestParsePrecedence(t *testing.T) {
 		}},
 		{"app admin trailing slash", []string{"--app-admin", "http://127.0.0.1:9901/"}, podEnv, func(c Config) bool { return c.AppAdmin == "http://127.0.0.1:9901" }},
 		{"registries deduplicated", []string{"--registries", "consul,consul", "--consul-addr", "a:1"}, podEnv, func(c Config) bool { return slices.Equal(c.Registries, []string{Consul}) }},
+		{"quiet-max", []string{"--quiet-max=8s"}, podEnv, func(c Config) bool { return c.QuietMax == 8*time.Second && TimingOf(c).QuietMax == 8*time.Second }},
+		{"quiet-max off by default", nil, podEnv, func(c Config) bool { return c.QuietMax == 0 }},
 		{"zero durations allowed where they mean off", []string{"--min-wait=0", "--quiet=0s", "--reserve=0s", "--settle=0s"}, podEnv, func(c Config) bool {
 			return c.MinWait == 0 && c.Quiet == 0 && c.Drain.Reserve == 0 && endpointsOf(c).Settle == 0
 		}},

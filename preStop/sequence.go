@@ -28,13 +28,16 @@ type Deps struct {
 // Timing is the part of Config that shapes the sequence.
 type Timing struct {
 	Reserve, MaxWait, MinWait, Quiet time.Duration
+	// QuietMax caps the quiet window the traffic calls for; zero: the budget alone bounds it.
+	QuietMax time.Duration
 	// Sample is how often traffic is sampled; Quiet/10 within [20ms, 250ms] when zero.
 	Sample time.Duration
 }
 
 // TimingOf extracts Timing from a Config.
 func TimingOf(c Config) Timing {
-	return Timing{Reserve: c.Drain.Reserve, MaxWait: c.Drain.MaxWait, MinWait: c.MinWait, Quiet: c.Quiet}
+	return Timing{Reserve: c.Drain.Reserve, MaxWait: c.Drain.MaxWait, MinWait: c.MinWait, Quiet: c.Quiet,
+		QuietMax: c.QuietMax}
 }
 
 // Outcomes of one registry.
@@ -60,7 +63,9 @@ type Result struct {
 	Registries   []RegistryResult
 	FellBack     bool
 	Quiet        bool
-	Elapsed      time.Duration
+	// QuietWindow is the quiet window the traffic called for, and why.
+	QuietWindow QuietChoice
+	Elapsed     time.Duration
 }
 
 // killAtTimeout bounds the one API read that sizes the budget; with a hung API server it takes
@@ -94,6 +99,13 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 	defer cancel()
 	step(ctx, log, "budget", start, nil, "budget", res.Budget, "source", res.BudgetSource, "deadline", deadline)
 
+	// Traffic is sampled from now on: the quiet window learns how long the traffic pauses.
+	var traffic *Traffic
+	if d.Meter != nil {
+		traffic = Watch(ctx, d.Meter, sampleEvery(t))
+		defer traffic.Stop(deadline)
+	}
+
 	// 2. App drain mode: callers on keep-alive connections are told to go elsewhere.
 	if d.App != nil {
 		t0 := time.Now()
@@ -113,15 +125,17 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 	}
 
 	// 5. Traffic quiescence.
-	if d.Meter != nil && ctx.Err() == nil {
+	if traffic != nil && ctx.Err() == nil {
 		t0 := time.Now()
-		err := AwaitQuiet(ctx, d.Meter, t.Quiet, sampleEvery(t))
-		res.Quiet = err == nil
+		choice, err := traffic.AwaitQuiet(ctx, t.Quiet, t.QuietMax)
+		res.Quiet, res.QuietWindow = err == nil, choice
 		if err != nil && ctx.Err() == nil {
 			// Without a meter, a plain wait of the quiet period is the best remaining evidence.
 			wait(ctx, t.Quiet)
 		}
-		step(ctx, log, "quiesce", t0, err, "quiet", t.Quiet, "reached", res.Quiet)
+		h := traffic.History()
+		step(ctx, log, "quiesce", t0, err, "quiet", t.Quiet, "window", choice.Window, "why", choice.Reason,
+			"longestGap", h.LongestGap, "gaps", h.Gaps, "beyondBudget", choice.BeyondBudget, "reached", res.Quiet)
 	}
 
 	// 6. Floor.
@@ -133,7 +147,7 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 
 	res.Elapsed = time.Since(start)
 	attrs := []any{"took", res.Elapsed, "budget", res.Budget, "budgetSource", res.BudgetSource,
-		"fellBack", res.FellBack, "quiet", res.Quiet, "pod", in.Namespace + "/" + in.Pod}
+		"fellBack", res.FellBack, "quiet", res.Quiet, "quietWindow", res.QuietWindow.Window, "pod", in.Namespace + "/" + in.Pod}
 	for _, r := range res.Registries {
 		attrs = append(attrs, r.Name, r.Outcome)
 	}

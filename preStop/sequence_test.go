@@ -300,3 +300,24 @@ func TestRunLogsEveryStepAndASummary(t *testing.T) {
 		}
 	})
 }
+
+// The quiesce line says which window the traffic called for and why.
+func TestRunLogsTheQuietWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		// Moves at 40, 80, 120 ms after the start: gaps of 40 ms call for 120 ms, more than
+		// --quiet's 50 ms, which alone would have ended the wait at 130 ms.
+		m := &scripted{moves: []time.Duration{40 * time.Millisecond, 80 * time.Millisecond, 120 * time.Millisecond}}
+		start := time.Now()
+		res := Run(context.Background(), Timing{MaxWait: 5 * time.Second, Quiet: 50 * time.Millisecond, Sample: 10 * time.Millisecond}, pod,
+			Deps{Meter: m, Log: slog.New(slog.NewJSONHandler(&buf, nil))})
+		if el := time.Since(start); el != 240*time.Millisecond || !res.Quiet {
+			t.Errorf("returned after %s (quiet %v), want 240ms: 3 × the 40 ms gaps after the last move at 120 ms", el, res.Quiet)
+		}
+		for _, s := range []string{`"window":120000000`, `"why":"traffic"`, `"longestGap":40000000`, `"gaps":2`, `"beyondBudget":false`, `"quietWindow":120000000`} {
+			if !strings.Contains(buf.String(), s) {
+				t.Errorf("log lacks %s:\n%s", s, buf.String())
+			}
+		}
+	})
+}

@@ -1,8 +1,11 @@
 package prestop
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -208,5 +211,51 @@ func TestSockDiagMeterLastMoved(t *testing.T) {
 	}
 	if got := time.Since(m.LastMoved()); got < 3*time.Second || got > 4*time.Second {
 		t.Errorf("last data %s ago, want the freshest socket's 3s", got)
+	}
+}
+
+// When sock_diag fails, the meter counts new connections from /proc instead, says so once,
+// and its count still only goes up.
+func TestConnMeterFallsBackToProc(t *testing.T) {
+	dir := t.TempDir()
+	procTable(t, dir, 2, 30000)
+	var logs bytes.Buffer
+	d := &fakeDump{conns: []TCPConn{conn("0.0.0.0:8080", "0.0.0.0:0", tcpListen, 1, 0), conn("10.244.0.10:8080", "10.244.0.5:30000", tcpEstablished, 5, 100)}}
+	m := NewConnMeter(nil, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	m.Diag.Dump, m.Proc.Root = d.dump, dir
+	ctx := context.Background()
+	first, err := m.Activity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.LastMoved().IsZero() {
+		t.Error("sock_diag meter does not know its last move")
+	}
+	d.err = errors.New("protocol not supported")
+	values := []uint64{first}
+	for i := range 3 {
+		if i == 2 {
+			procTable(t, dir, 3, 30000) // a new connection
+		}
+		n, err := m.Activity(ctx)
+		if err != nil {
+			t.Fatalf("fallback failed: %v", err)
+		}
+		values = append(values, n)
+	}
+	if values[1] <= values[0] || values[2] != values[1] || values[3] != values[2]+1 {
+		t.Errorf("activity %v: want a move at the switch, none without traffic, one per new connection", values)
+	}
+	if !slices.Equal(m.Proc.Ports, []int{8080}) {
+		t.Errorf("/proc meter ports %v, want the ports sock_diag found", m.Proc.Ports)
+	}
+	if n := strings.Count(logs.String(), "per-socket counters unavailable"); n != 1 || !strings.Contains(logs.String(), "protocol not supported") {
+		t.Errorf("logged the fallback %d times, want once with why:\n%s", n, logs.String())
+	}
+	if !m.LastMoved().IsZero() {
+		t.Error("/proc cannot know the last move")
+	}
+	if open, ok := m.OpenConns(); !ok || open != 3 {
+		t.Errorf("open %d (%v), want 3 from /proc", open, ok)
 	}
 }

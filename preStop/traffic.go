@@ -4,49 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 )
 
-// Meter counts traffic: a number that grows with every new inbound connection or request.
+// Meter counts traffic: a number that grows whenever callers send something (a new inbound
+// connection, bytes on one, a request). Its value means nothing; only its moves do.
 type Meter interface {
 	Activity(ctx context.Context) (uint64, error)
 }
 
+// lastMover is a Meter that knows when the traffic last moved, more precisely than its samples
+// (the app's last request, a socket's last data), and before its first sample. Zero: unknown.
+type lastMover interface {
+	LastMoved() time.Time
+}
+
+// connCounter is a Meter that knows how many inbound connections were open at its latest
+// sample; ok is false when it does not know.
+type connCounter interface {
+	OpenConns() (n int, ok bool)
+}
+
 // ProcMeter counts new inbound connections on the serving ports from /proc/net/tcp{,6} (the
-// preStop hook shares the app's network namespace), plus the app's request counter when it
-// exposes one.
+// preStop hook shares the app's network namespace). It cannot see requests on connections
+// callers keep alive: it is the fallback when sock_diag is unavailable.
 type ProcMeter struct {
 	// Root is the proc filesystem, "/proc" unless a test says otherwise.
 	Root string
 	// Ports are the serving ports; empty means discover them at the first sample.
 	Ports []int
-	// App, if set, adds its RequestsTotal; its port is never a serving port.
-	App *AppAdmin
+	// Skip are ports never taken for serving ports (the app's admin port).
+	Skip []int
 
 	prev  map[inboundKey]struct{}
 	conns uint64
-	// lastRequest is the app's last request start at the latest sample (zero: unknown).
-	lastRequest time.Time
 }
 
-// LastMoved is when the app says its last request started, as of the latest sample; zero
-// without the app or before its first request.
-func (m *ProcMeter) LastMoved() time.Time { return m.lastRequest }
-
 // Activity implements Meter.
-func (m *ProcMeter) Activity(ctx context.Context) (uint64, error) {
+func (m *ProcMeter) Activity(context.Context) (uint64, error) {
 	socks, err := m.sockets()
 	if err != nil {
 		return 0, err
 	}
 	if len(m.Ports) == 0 {
-		var skip []int
-		if m.App != nil {
-			skip = append(skip, m.App.Port())
-		}
-		m.Ports = ServingPorts(socks, skip...)
+		m.Ports = ServingPorts(socks, m.Skip...)
 	}
 	cur := Inbound(socks, m.Ports)
 	for k := range cur {
@@ -55,20 +59,12 @@ func (m *ProcMeter) Activity(ctx context.Context) (uint64, error) {
 		}
 	}
 	m.prev = cur
-	total := m.conns
-	if m.App != nil {
-		st, err := m.App.Status(ctx)
-		if err != nil {
-			return 0, err
-		}
-		total += st.RequestsTotal
-		m.lastRequest = time.Time{}
-		if t, err := time.Parse(time.RFC3339Nano, st.LastRequest); err == nil {
-			m.lastRequest = t
-		}
-	}
-	return total, nil
+	return m.conns, nil
 }
+
+// OpenConns is how many inbound connections on the serving ports were established (or being
+// accepted) at the latest sample.
+func (m *ProcMeter) OpenConns() (int, bool) { return len(m.prev), m.prev != nil }
 
 func (m *ProcMeter) sockets() ([]Socket, error) {
 	root := m.Root
@@ -85,7 +81,7 @@ func (m *ProcMeter) sockets() ([]Socket, error) {
 			return nil, fmt.Errorf("read sockets: %w", err)
 		}
 		socks, err := ParseProcNetTCP(f)
-		f.Close()
+		_ = f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("parse %s: %w", f.Name(), err)
 		}
@@ -94,43 +90,123 @@ func (m *ProcMeter) sockets() ([]Socket, error) {
 	return all, nil
 }
 
-// lastMover is a Meter that knows when it last moved before its first sample: the app's last
-// request, when the app reports it.
-type lastMover interface {
-	LastMoved() time.Time
+// AppMeter is the app's own request counter (graceful's admin /status).
+type AppMeter struct {
+	App *AppAdmin
+	// last is the app's last request start at the latest sample (zero: unknown).
+	last time.Time
 }
 
-// AwaitQuiet returns once the meter has not moved for quiet, sampling every interval; a meter
-// error ends the wait with that error. Sampling is the only way to see the absence of traffic.
-// When the meter knows when it last moved (the app's last request), the quiet window counts
-// from then rather than from the first sample: traffic that stopped during the registry waits
-// (the caller's node stopped routing before the slowest node did) is not waited for twice.
-func AwaitQuiet(ctx context.Context, m Meter, quiet, every time.Duration) error {
-	last, err := m.Activity(ctx)
+// Activity implements Meter: the app's requests so far.
+func (m *AppMeter) Activity(ctx context.Context) (uint64, error) {
+	st, err := m.App.Status(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	since := time.Now()
-	if lm, ok := m.(lastMover); ok {
-		if t := lm.LastMoved(); !t.IsZero() && t.Before(since) {
-			since = t
+	m.last = time.Time{}
+	if t, err := time.Parse(time.RFC3339Nano, st.LastRequest); err == nil {
+		m.last = t
+	}
+	return st.RequestsTotal, nil
+}
+
+// LastMoved is when the app says its last request started, as of the latest sample; zero
+// before its first request.
+func (m *AppMeter) LastMoved() time.Time { return m.last }
+
+// ConnMeter measures callers' traffic on the serving ports from the sockets: per-socket byte
+// counters over sock_diag, or, when the kernel does not answer that, new connections from
+// /proc (logged once, with why). It never fails because sock_diag does.
+type ConnMeter struct {
+	Diag *SockDiagMeter
+	Proc *ProcMeter
+	Log  *slog.Logger
+
+	onProc bool
+	// base keeps the count going up across the switch to /proc, and makes the switch a move.
+	base, latest uint64
+}
+
+// NewConnMeter watches ports (empty: every serving port but skip) through sock_diag, with /proc
+// as the fallback.
+func NewConnMeter(ports, skip []int, log *slog.Logger) *ConnMeter {
+	return &ConnMeter{Diag: &SockDiagMeter{Ports: ports, Skip: skip}, Proc: &ProcMeter{Ports: ports, Skip: skip}, Log: log}
+}
+
+// Activity implements Meter.
+func (m *ConnMeter) Activity(ctx context.Context) (uint64, error) {
+	if !m.onProc {
+		n, err := m.Diag.Activity(ctx)
+		if err == nil {
+			m.latest = n
+			return n, nil
+		}
+		m.onProc = true
+		m.base = m.latest + 1
+		if len(m.Proc.Ports) == 0 {
+			m.Proc.Ports = m.Diag.Ports
+		}
+		if m.Log != nil {
+			m.Log.WarnContext(ctx, "per-socket counters unavailable, counting new connections from /proc instead: requests on kept-alive connections are not seen",
+				"err", err)
 		}
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for time.Since(since) < quiet {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+	n, err := m.Proc.Activity(ctx)
+	return m.base + n, err
+}
+
+// LastMoved implements lastMover while sock_diag answers; /proc cannot tell.
+func (m *ConnMeter) LastMoved() time.Time {
+	if m.onProc {
+		return time.Time{}
+	}
+	return m.Diag.LastMoved()
+}
+
+// OpenConns implements connCounter.
+func (m *ConnMeter) OpenConns() (int, bool) {
+	if m.onProc {
+		return m.Proc.OpenConns()
+	}
+	return m.Diag.OpenConns()
+}
+
+// Sum adds meters: the traffic moves when any of them does. It knows the latest last move any
+// of them knows, and the open connections of the first that counts them.
+type Sum []Meter
+
+// Activity implements Meter; any part's error is the sum's.
+func (s Sum) Activity(ctx context.Context) (uint64, error) {
+	var total uint64
+	for _, m := range s {
 		n, err := m.Activity(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		if n != last {
-			last, since = n, time.Now()
+		total += n
+	}
+	return total, nil
+}
+
+// LastMoved implements lastMover.
+func (s Sum) LastMoved() time.Time {
+	var last time.Time
+	for _, m := range s {
+		if lm, ok := m.(lastMover); ok && lm.LastMoved().After(last) {
+			last = lm.LastMoved()
 		}
 	}
-	return nil
+	return last
+}
+
+// OpenConns implements connCounter.
+func (s Sum) OpenConns() (int, bool) {
+	for _, m := range s {
+		if cc, ok := m.(connCounter); ok {
+			if n, ok := cc.OpenConns(); ok {
+				return n, true
+			}
+		}
+	}
+	return 0, false
 }

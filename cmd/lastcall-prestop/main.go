@@ -82,9 +82,9 @@ func buildDeps(cfg prestop.Config, log *slog.Logger) (prestop.Deps, error) {
 	if cfg.AppAdmin != "" {
 		app := prestop.NewAppAdmin(cfg.AppAdmin)
 		d.App = app
-		d.Meter = &prestop.ProcMeter{Ports: cfg.Ports, App: app}
+		d.Meter = prestop.Sum{prestop.NewConnMeter(cfg.Ports, []int{app.Port()}, log), &prestop.AppMeter{App: app}}
 	} else {
-		d.Meter = &prestop.ProcMeter{Ports: cfg.Ports}
+		d.Meter = prestop.NewConnMeter(cfg.Ports, nil, log)
 	}
 	var kube registry.Kube
 	if cfg.InCluster {
