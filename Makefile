@@ -120,6 +120,11 @@ e2e-callers: kind-up ## every scenario under callers with their clients' default
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=callers || rc=$$?; \
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
+.PHONY: e2e-keepalive-race
+e2e-keepalive-race: kind-up ## plain HTTP/1.1 POSTs from Go's default client (E2E_RACE_RATE per path, default 200/s) through rolling updates, with and without lastcall: the keep-alive race's rate
+	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=keepalive-race || rc=$$?; \
+	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
+
 .PHONY: e2e-faults
 e2e-faults: kind-up ## faults under load (Consul restarted, frozen, refusing; leader killed; API outage; node lost; force delete; grace squeeze; bad input; 50 at once): report in out/e2e/…/faults.md
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v -ginkgo.label-filter=faults || rc=$$?; \

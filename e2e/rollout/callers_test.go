@@ -64,3 +64,35 @@ var _ = Describe("callers with their default settings", Label("callers"), Ordere
 func mustNotFail(s report.Summary) bool {
 	return s.Proto != report.ProtoHTTP1Default || s.Idem || s.Conn == report.ConnNew
 }
+
+// The keep-alive race (label keepalive-race, `make e2e-keepalive-race`): plain POSTs from Go's
+// default client, the one caller lastcall makes no promise to, at E2E_RACE_RATE per path through
+// rolling updates, with lastcall (E2E_ITERATIONS runs) and without it (as many), so that the
+// report gives the race's rate over tens of thousands of requests each. lastcall must not
+// fail more of them than the control.
+var _ = Describe("the keep-alive race of plain HTTP/1.1 POSTs", Label("keepalive-race"), Ordered, func() {
+	sc := rollingUpdate
+	sc.name += "-plain-posts"
+	sc.plainPOSTs = conf.raceRate
+
+	It("fails no more plain POSTs with lastcall than without it", func(ctx SpecContext) {
+		rate := map[string][2]int{} // variant → requests, failed
+		for _, v := range []variant{withLastcall, control} {
+			for i := 1; i <= conf.iterations; i++ {
+				r, err := execute(ctx, v, sc, i)
+				keep(r)
+				Expect(err).NotTo(HaveOccurred())
+				t := rate[v.name]
+				for _, s := range report.Summarize(r) {
+					GinkgoWriter.Printf("%s\n", describe(s))
+					t[0] += s.Requests
+					t[1] += s.Failed
+				}
+				rate[v.name] = t
+			}
+		}
+		lc, ctl := rate[withLastcall.name], rate[control.name]
+		GinkgoWriter.Printf("plain POSTs, Go's default client: lastcall %d of %d failed, control %d of %d\n", lc[1], lc[0], ctl[1], ctl[0])
+		Expect(lc[1]*ctl[0]).To(BeNumerically("<=", ctl[1]*lc[0]), "lastcall's failure rate above the control's")
+	}, SpecTimeout(time.Duration(2*conf.iterations)*runTimeout))
+})

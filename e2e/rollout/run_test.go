@@ -39,6 +39,9 @@ type scenario struct {
 	// defaultCallers: the load is defaultCallers' (every protocol, client defaults) instead of
 	// the tuned HTTP/1.1 callers
 	defaultCallers bool
+	// plainPOSTs > 0: the load is plain POSTs from Go's default HTTP/1.1 client at this rate
+	// on each path, and nothing else
+	plainPOSTs float64
 	// check, when set, runs once the rollout settled, under load, before the workload is torn
 	// down (the fault cases measure the registries there)
 	check func(ctx context.Context, workload string) error
@@ -266,8 +269,11 @@ func loadProxy(ctx context.Context, verb, endpoint string, params map[string]str
 
 func loadStart(ctx context.Context, name, workload string, sc scenario) error {
 	gens := tunedCallers(workload, sc.newConnRate)
-	if sc.defaultCallers {
+	switch {
+	case sc.defaultCallers:
 		gens = defaultCallers(workload)
+	case sc.plainPOSTs > 0:
+		gens = plainPOSTs(workload, sc.plainPOSTs)
 	}
 	body, err := json.Marshal(map[string]any{"name": name, "generators": gens})
 	if err != nil {
@@ -294,6 +300,19 @@ func tunedCallers(workload string, newConnRate float64) []generator {
 		fresh := svc
 		fresh.Rate, fresh.Connection = newConnRate, "new"
 		gens = append(gens, fresh)
+	}
+	return gens
+}
+
+// plainPOSTs is the caller the keep-alive race hits: POSTs without an Idempotency-Key from Go's
+// default HTTP/1.1 client (90 s idle connections), at rate on each path.
+func plainPOSTs(workload string, rate float64) []generator {
+	var gens []generator
+	for _, g := range defaultCallers(workload) {
+		if g.Protocol == report.ProtoHTTP1Default && !g.IdempotencyKey {
+			g.Rate = rate
+			gens = append(gens, g)
+		}
 	}
 	return gens
 }

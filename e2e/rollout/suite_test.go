@@ -59,6 +59,7 @@ type settings struct {
 	iterations   int
 	rate         float64
 	callerRate   float64 // each default-settings caller's rate (the callers spec)
+	raceRate     float64 // the keep-alive race spec's plain POSTs per second on each path
 	work         time.Duration
 	idle         time.Duration
 	prestopFlags []string
@@ -149,7 +150,7 @@ var _ = AfterSuite(func(ctx SpecContext) {
 }, NodeTimeout(5*time.Minute))
 
 func loadSettings() (settings, error) {
-	s := settings{iterations: 3, rate: 50, callerRate: 20, work: 50 * time.Millisecond, idle: 500 * time.Millisecond, sleeps: []int32{2, 5, 10, 15}, slowSleeps: []int32{5, 10, 15},
+	s := settings{iterations: 3, rate: 50, callerRate: 20, raceRate: 200, work: 50 * time.Millisecond, idle: 500 * time.Millisecond, sleeps: []int32{2, 5, 10, 15}, slowSleeps: []int32{5, 10, 15},
 		skipImages: os.Getenv("E2E_SKIP_IMAGES") == "1", keep: os.Getenv("E2E_KEEP") == "1"}
 	if v := os.Getenv("E2E_ITERATIONS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -171,6 +172,13 @@ func loadSettings() (settings, error) {
 			return s, fmt.Errorf("E2E_CALLER_RATE=%q: want requests per second > 0", v)
 		}
 		s.callerRate = r
+	}
+	if v := os.Getenv("E2E_RACE_RATE"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r <= 0 {
+			return s, fmt.Errorf("E2E_RACE_RATE=%q: want requests per second > 0", v)
+		}
+		s.raceRate = r
 	}
 	if v := os.Getenv("E2E_WORK"); v != "" {
 		d, err := time.ParseDuration(v)
