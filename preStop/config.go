@@ -32,6 +32,9 @@ type Config struct {
 	MinWait, Quiet time.Duration
 	// QuietMax caps the quiet window the traffic's pauses call for; zero: the budget alone.
 	QuietMax time.Duration
+	// WaitConnections: after quiet, wait within the budget for callers to close their inbound
+	// connections.
+	WaitConnections bool
 
 	// Ports are the serving ports whose inbound connections are watched; empty means every
 	// non-loopback listening port but the app's admin port.
@@ -104,6 +107,7 @@ func (c *Config) vars() []envflag.Var {
 		envflag.Var{Flag: "quiet", Env: "LASTCALL_QUIET", Default: "1s", Help: "traffic quiescence: no new inbound connection, no byte received on one, and no new request (with --app-admin) for this long at least; " +
 			"longer when the traffic pauses longer: " + strconv.Itoa(GapFactor) + " × the longest pause seen between two moves of the traffic since the helper started, bounded by the budget (0: no quiet wait)", Set: envflag.Duration(&c.Quiet)},
 		envflag.Var{Flag: "quiet-max", Env: "LASTCALL_QUIET_MAX", Default: "0s", Help: "longest quiet window the traffic's pauses may call for (never below --quiet); 0: the budget alone bounds it. Set it when something keeps sending on the serving ports whatever the registries say, such as metrics scrapes or gRPC keepalive pings", Set: envflag.Duration(&c.QuietMax)},
+		envflag.Var{Flag: "wait-connections", Env: "LASTCALL_WAIT_CONNECTIONS", Default: "false", Bool: true, Help: "after quiet, wait (within the budget) until callers closed their inbound connections on the serving ports; how many were left is logged either way", Set: envflag.Bool(&c.WaitConnections)},
 		envflag.Var{Flag: "ports", Env: "LASTCALL_PORTS", Help: "comma-separated serving ports whose inbound connections are watched (default: every listening port not bound to loopback, except the app admin port)", Set: c.setPorts},
 		envflag.Var{Flag: "app-admin", Env: "LASTCALL_APP_ADMIN", Help: "base URL of the app's lastcall admin endpoint (graceful library), e.g. http://127.0.0.1:9901; enables drain mode and request counting", Set: envflag.URL(&c.AppAdmin)},
 		envflag.Var{Flag: "log-format", Env: "LASTCALL_LOG_FORMAT", Default: "json", Help: "log format: json or text", Set: envflag.OneOf(&c.LogFormat, "json", "text")},

@@ -93,6 +93,10 @@ func TestParsePrecedence(t *testing.T) {
 		{"registries deduplicated", []string{"--registries", "consul,consul", "--consul-addr", "a:1"}, podEnv, func(c Config) bool { return slices.Equal(c.Registries, []string{Consul}) }},
 		{"quiet-max", []string{"--quiet-max=8s"}, podEnv, func(c Config) bool { return c.QuietMax == 8*time.Second && TimingOf(c).QuietMax == 8*time.Second }},
 		{"quiet-max off by default", nil, podEnv, func(c Config) bool { return c.QuietMax == 0 }},
+		{"wait-connections off by default", nil, podEnv, func(c Config) bool { return !c.WaitConnections && !TimingOf(c).WaitConnections }},
+		{"wait-connections flag", []string{"--wait-connections"}, podEnv, func(c Config) bool { return c.WaitConnections && TimingOf(c).WaitConnections }},
+		{"wait-connections env", nil, with(podEnv, "LASTCALL_WAIT_CONNECTIONS", "true"), func(c Config) bool { return c.WaitConnections }},
+		{"wait-connections flag over env", []string{"--wait-connections=false"}, with(podEnv, "LASTCALL_WAIT_CONNECTIONS", "true"), func(c Config) bool { return !c.WaitConnections }},
 		{"zero durations allowed where they mean off", []string{"--min-wait=0", "--quiet=0s", "--reserve=0s", "--settle=0s"}, podEnv, func(c Config) bool {
 			return c.MinWait == 0 && c.Quiet == 0 && c.Drain.Reserve == 0 && endpointsOf(c).Settle == 0
 		}},
@@ -125,6 +129,7 @@ var parseErrorCases = []struct {
 	{"port out of range", []string{"--ports=80,70000"}, podEnv, []string{"--ports", "70000", "1 to 65535"}},
 	{"port not a number", nil, with(podEnv, "LASTCALL_PORTS", "http"), []string{"LASTCALL_PORTS", `"http"`}},
 	{"app admin not a URL", []string{"--app-admin=127.0.0.1:9901"}, podEnv, []string{"--app-admin", "http(s) URL"}},
+	{"wait-connections not a bool", nil, with(podEnv, "LASTCALL_WAIT_CONNECTIONS", "sometimes"), []string{"LASTCALL_WAIT_CONNECTIONS", "--wait-connections", "true or false"}},
 	{"log format", []string{"--log-format=xml"}, podEnv, []string{"--log-format", "json, text"}},
 	{"log level", []string{"--log-level=loud"}, podEnv, []string{"--log-level", "debug, info"}},
 	{"unknown flag", []string{"--budget=3s"}, podEnv, []string{"budget", "--help"}},

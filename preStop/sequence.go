@@ -32,12 +32,15 @@ type Timing struct {
 	QuietMax time.Duration
 	// Sample is how often traffic is sampled; Quiet/10 within [20ms, 250ms] when zero.
 	Sample time.Duration
+	// WaitConnections makes the helper wait, after quiet and within the budget, until callers
+	// closed their inbound connections.
+	WaitConnections bool
 }
 
 // TimingOf extracts Timing from a Config.
 func TimingOf(c Config) Timing {
 	return Timing{Reserve: c.Drain.Reserve, MaxWait: c.Drain.MaxWait, MinWait: c.MinWait, Quiet: c.Quiet,
-		QuietMax: c.QuietMax}
+		QuietMax: c.QuietMax, WaitConnections: c.WaitConnections}
 }
 
 // Outcomes of one registry.
@@ -65,7 +68,11 @@ type Result struct {
 	Quiet        bool
 	// QuietWindow is the quiet window the traffic called for, and why.
 	QuietWindow QuietChoice
-	Elapsed     time.Duration
+	// OpenConnections is how many inbound connections on the serving ports were open when the
+	// helper returned (as of the latest sample), if OpenKnown.
+	OpenConnections int
+	OpenKnown       bool
+	Elapsed         time.Duration
 }
 
 // killAtTimeout bounds the one API read that sizes the budget; with a hung API server it takes
@@ -138,6 +145,21 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 			"longestGap", h.LongestGap, "gaps", h.Gaps, "beyondBudget", choice.BeyondBudget, "reached", res.Quiet)
 	}
 
+	// 5b. Callers' connections: wait, within the budget, until they closed them.
+	if traffic != nil && t.WaitConnections && ctx.Err() == nil {
+		t0 := time.Now()
+		n, known, err := traffic.AwaitClosed(ctx)
+		switch {
+		case !known:
+			step(ctx, log, "wait-connections", t0, errors.New("the traffic meter does not count connections"))
+		case err != nil:
+			log.WarnContext(ctx, "callers still had connections open when the budget ended",
+				"step", "wait-connections", "took", time.Since(t0), "open", n)
+		default:
+			step(ctx, log, "wait-connections", t0, nil, "open", n)
+		}
+	}
+
 	// 6. Floor.
 	if rest := t.MinWait - time.Since(start); rest > 0 {
 		t0 := time.Now()
@@ -145,9 +167,15 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 		step(ctx, log, "min-wait", t0, nil, "min", t.MinWait)
 	}
 
+	if traffic != nil {
+		res.OpenConnections, res.OpenKnown = traffic.Open()
+	}
 	res.Elapsed = time.Since(start)
 	attrs := []any{"took", res.Elapsed, "budget", res.Budget, "budgetSource", res.BudgetSource,
 		"fellBack", res.FellBack, "quiet", res.Quiet, "quietWindow", res.QuietWindow.Window, "pod", in.Namespace + "/" + in.Pod}
+	if res.OpenKnown {
+		attrs = append(attrs, "openConnections", res.OpenConnections)
+	}
 	for _, r := range res.Registries {
 		attrs = append(attrs, r.Name, r.Outcome)
 	}

@@ -301,6 +301,108 @@ func TestRunLogsEveryStepAndASummary(t *testing.T) {
 	})
 }
 
+// connMeter is still traffic over n open inbound connections that callers close closeAt after
+// its first sample (never when closeAt < 0).
+type connMeter struct {
+	start   time.Time
+	closeAt time.Duration
+	n       int
+}
+
+func (m *connMeter) Activity(context.Context) (uint64, error) {
+	if m.start.IsZero() {
+		m.start = time.Now()
+	}
+	return 0, nil
+}
+
+func (m *connMeter) OpenConns() (int, bool) {
+	if m.closeAt >= 0 && time.Since(m.start) >= m.closeAt {
+		return 0, true
+	}
+	return m.n, true
+}
+
+// --wait-connections waits for callers to close their connections, within the budget, never
+// past it; the summary says how many were open when the helper returned.
+func TestRunWaitConnections(t *testing.T) {
+	const quiet, sample = 30 * time.Millisecond, 5 * time.Millisecond
+	tests := []struct {
+		name     string
+		timing   Timing
+		killAt   func(context.Context) (*time.Time, error)
+		meter    Meter
+		elapsed  time.Duration
+		wantOpen int
+		known    bool
+		logs     []string
+	}{
+		{
+			name:   "callers close at 200 ms",
+			timing: Timing{MaxWait: time.Second, Quiet: quiet, Sample: sample, WaitConnections: true},
+			meter:  &connMeter{n: 2, closeAt: 200 * time.Millisecond}, elapsed: 200 * time.Millisecond, known: true,
+			logs: []string{`"step":"wait-connections"`, `"open":0`, `"openConnections":0`},
+		},
+		{
+			name:   "callers never close: the budget ends the wait",
+			timing: Timing{MaxWait: 400 * time.Millisecond, Quiet: quiet, Sample: sample, WaitConnections: true},
+			meter:  &connMeter{n: 2, closeAt: -1}, elapsed: 400 * time.Millisecond, wantOpen: 2, known: true,
+			logs: []string{`"msg":"callers still had connections open when the budget ended"`, `"open":2`, `"openConnections":2`},
+		},
+		{
+			name:   "budget from deletionTimestamp, min-wait beyond it",
+			timing: Timing{MaxWait: 5 * time.Second, MinWait: 10 * time.Second, Quiet: quiet, Sample: sample, WaitConnections: true},
+			killAt: killIn(250 * time.Millisecond), meter: &connMeter{n: 1, closeAt: 3 * time.Second},
+			elapsed: 250 * time.Millisecond, wantOpen: 1, known: true,
+			logs: []string{`"open":1`, `"openConnections":1`},
+		},
+		{
+			name:   "callers close after the budget",
+			timing: Timing{MaxWait: 300 * time.Millisecond, Quiet: quiet, Sample: sample, WaitConnections: true},
+			meter:  &connMeter{n: 3, closeAt: 350 * time.Millisecond}, elapsed: 300 * time.Millisecond, wantOpen: 3, known: true,
+		},
+		{
+			name:   "off: returns after quiet, reporting what is open",
+			timing: Timing{MaxWait: time.Second, Quiet: quiet, Sample: sample},
+			meter:  &connMeter{n: 2, closeAt: -1}, elapsed: quiet, wantOpen: 2, known: true,
+			logs: []string{`"openConnections":2`},
+		},
+		{
+			name:   "a meter that does not count connections: no wait, said so",
+			timing: Timing{MaxWait: time.Second, Quiet: quiet, Sample: sample, WaitConnections: true},
+			meter:  &meter{moving: 1}, elapsed: quiet,
+			logs: []string{`"msg":"wait-connections failed"`, "does not count connections"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var buf bytes.Buffer
+				log := slog.New(slog.NewJSONHandler(&buf, nil))
+				start := time.Now()
+				res := Run(context.Background(), tt.timing, pod, Deps{KillAt: tt.killAt, Meter: tt.meter, Log: log})
+				if el := time.Since(start); el != tt.elapsed {
+					t.Errorf("returned after %s, want %s (budget %s)", el, tt.elapsed, res.Budget)
+				}
+				if el := time.Since(start); el > res.Budget {
+					t.Errorf("returned after %s, past the budget %s", el, res.Budget)
+				}
+				if res.OpenConnections != tt.wantOpen || res.OpenKnown != tt.known {
+					t.Errorf("open connections %d (known %v), want %d (%v)", res.OpenConnections, res.OpenKnown, tt.wantOpen, tt.known)
+				}
+				for _, s := range tt.logs {
+					if !strings.Contains(buf.String(), s) {
+						t.Errorf("log lacks %s:\n%s", s, buf.String())
+					}
+				}
+				if !tt.known && strings.Contains(buf.String(), "openConnections") {
+					t.Errorf("summary reports connections the meter does not count:\n%s", buf.String())
+				}
+			})
+		})
+	}
+}
+
 // The quiesce line says which window the traffic called for and why.
 func TestRunLogsTheQuietWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

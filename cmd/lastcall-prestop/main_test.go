@@ -5,10 +5,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,60 @@ func TestLogsGoToTheLogFileWhenWritable(t *testing.T) {
 			inStderr := strings.Contains(errOut.String(), `"msg":"drain done"`)
 			if inFile != tt.writable || inStderr == tt.writable {
 				t.Errorf("summary in file=%v, in stderr=%v; want file=%v", inFile, inStderr, tt.writable)
+			}
+		})
+	}
+}
+
+// --wait-connections with real sockets: the helper waits for the caller to close its
+// connection, and returns by the budget when it does not; the summary says how many were open.
+func TestWaitConnectionsWithRealSockets(t *testing.T) {
+	const budget = 400 * time.Millisecond
+	for _, tt := range []struct {
+		name    string
+		closeIn time.Duration // 0: the caller keeps its connection
+		open    string
+		atMost  time.Duration
+	}{
+		{name: "the caller closes", closeIn: 150 * time.Millisecond, open: `"openConnections":0`, atMost: budget - 50*time.Millisecond},
+		{name: "the caller keeps it: the budget ends the wait", open: `"openConnections":1`, atMost: budget + 50*time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if tt.closeIn > 0 {
+				time.AfterFunc(tt.closeIn, func() { _ = c.Close() })
+			}
+			logFile := filepath.Join(t.TempDir(), "fd1")
+			if err := os.WriteFile(logFile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--registries=", "--max-wait=" + budget.String(), "--min-wait=0", "--quiet=50ms", "--wait-connections",
+				"--ports=" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), "--log-file", logFile}
+			var out, errOut bytes.Buffer
+			start := time.Now()
+			if code := run(adapters.All(), args, func(string) string { return "" }, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if el := time.Since(start); el > tt.atMost {
+				t.Errorf("returned after %s, want at most %s (budget %s)", el, tt.atMost, budget)
+			}
+			logs, _ := os.ReadFile(logFile)
+			if !strings.Contains(string(logs), tt.open) || !strings.Contains(string(logs), `"step":"wait-connections"`) {
+				t.Errorf("log lacks %s or the wait-connections step:\n%s", tt.open, logs)
 			}
 		})
 	}
