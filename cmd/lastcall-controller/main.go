@@ -54,6 +54,9 @@ type options struct {
 	webhookService string
 	injectMode     string
 	injectPull     string
+	// injectExcluded are the namespaces the webhook's configuration excludes besides
+	// kube-system and its own (the chart's webhook.excludeNamespaces)
+	injectExcluded []string
 }
 
 // vars lists the controller's settings: its own, then the registries' and the drain budget's,
@@ -90,6 +93,7 @@ func (o *options) webhookVars() []envflag.Var {
 	return []envflag.Var{
 		{Flag: "webhook-port", Env: "LASTCALL_WEBHOOK_PORT", Default: "0", Help: "serve the injection webhook (pods labelled " + inject.Label + "=true, or in a namespace so labelled) over HTTPS on this port; 0 turns it off", Set: envflag.Int(&w.Port, 0)},
 		{Flag: "webhook-namespace", Env: "LASTCALL_WEBHOOK_NAMESPACE", Help: "namespace of the webhook's Service and certificate Secret (default: the pod's own)", Set: envflag.String(&w.Namespace)},
+		{Flag: "webhook-exclude-namespaces", Env: "LASTCALL_WEBHOOK_EXCLUDE_NAMESPACES", Help: "comma-separated namespaces the webhook's configuration never selects besides kube-system and its own, so their pods are not reported as uninjected (the chart passes webhook.excludeNamespaces)", Set: envflag.List(&o.injectExcluded)},
 		{Flag: "webhook-service", Env: "LASTCALL_WEBHOOK_SERVICE", Default: "lastcall-webhook", Help: "Service the API server calls the webhook through; the serving certificate is made for its DNS names", Set: envflag.String(&o.webhookService)},
 		{Flag: "webhook-config-name", Env: "LASTCALL_WEBHOOK_CONFIG_NAME", Default: "lastcall-webhook", Help: "MutatingWebhookConfiguration whose caBundle the controller keeps current", Set: envflag.String(&w.ConfigName)},
 		{Flag: "webhook-cert-secret", Env: "LASTCALL_WEBHOOK_CERT_SECRET", Default: "lastcall-webhook-cert", Help: "Secret holding the webhook's CA and serving certificate (tls.crt, tls.key)", Set: envflag.String(&w.SecretName)},
@@ -176,6 +180,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 	} else if ns, err := readNamespaceFile(serviceAccountNamespace); err == nil {
 		o.controllers.InjectExcluded = []string{strings.TrimSpace(string(ns))}
 	}
+	o.controllers.InjectExcluded = append(o.controllers.InjectExcluded, o.injectExcluded...)
 	if p := o.controllers.Dataplane.Port; p > 65535 {
 		return o, fmt.Errorf("--dataplane-agent-port %d: want a port number, 1 to 65535", p)
 	}

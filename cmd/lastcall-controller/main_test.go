@@ -100,6 +100,9 @@ func TestInjectExcludesTheControllersNamespace(t *testing.T) {
 		t.Errorf("with --webhook-namespace: excluded %v (err %v), want it", o.controllers.InjectExcluded, err)
 	}
 	readNamespaceFile = func(string) ([]byte, error) { return nil, os.ErrNotExist }
+	if o, err := parseArgs([]string{"--webhook-port=9443", "--webhook-namespace=lc", "--webhook-exclude-namespaces=a, b"}, nil, adapters.All()); err != nil || !slices.Equal(o.controllers.InjectExcluded, []string{"lc", "a", "b"}) {
+		t.Errorf("with --webhook-exclude-namespaces: excluded %v (err %v), want lc, a, b", o.controllers.InjectExcluded, err)
+	}
 	if o, err := parseArgs(nil, nil, adapters.All()); err != nil || len(o.controllers.InjectExcluded) != 0 {
 		t.Errorf("outside a cluster: excluded %v (err %v), want none", o.controllers.InjectExcluded, err)
 	}
