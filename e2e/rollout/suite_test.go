@@ -159,26 +159,14 @@ func loadSettings() (settings, error) {
 		}
 		s.iterations = n
 	}
-	if v := os.Getenv("E2E_RATE"); v != "" {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || r <= 0 {
-			return s, fmt.Errorf("E2E_RATE=%q: want requests per second > 0", v)
+	for env, dst := range map[string]*float64{"E2E_RATE": &s.rate, "E2E_CALLER_RATE": &s.callerRate, "E2E_RACE_RATE": &s.raceRate} {
+		if v := os.Getenv(env); v != "" {
+			r, err := strconv.ParseFloat(v, 64)
+			if err != nil || r <= 0 {
+				return s, fmt.Errorf("%s=%q: want requests per second > 0", env, v)
+			}
+			*dst = r
 		}
-		s.rate = r
-	}
-	if v := os.Getenv("E2E_CALLER_RATE"); v != "" {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || r <= 0 {
-			return s, fmt.Errorf("E2E_CALLER_RATE=%q: want requests per second > 0", v)
-		}
-		s.callerRate = r
-	}
-	if v := os.Getenv("E2E_RACE_RATE"); v != "" {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || r <= 0 {
-			return s, fmt.Errorf("E2E_RACE_RATE=%q: want requests per second > 0", v)
-		}
-		s.raceRate = r
 	}
 	if v := os.Getenv("E2E_WORK"); v != "" {
 		d, err := time.ParseDuration(v)
