@@ -64,6 +64,13 @@ type Config struct {
 	SignalDrain time.Duration
 	// RetryAfter is sent, in whole seconds, with the shutdown answer.
 	RetryAfter time.Duration
+	// LateRequestBudget is the time a request that arrives while stopping needs to find left
+	// before the in-flight deadline to be served; with less, or once the in-flight requests are
+	// done, it is answered "not processed". Zero: measured, the longest request of the last
+	// minute or so (a decaying maximum, halved every 30 s once a minute old), at least
+	// DefaultLateRequestFloor. A value above the in-flight wait (StopTimeout) turns every late
+	// request away, as graceful did before it served them.
+	LateRequestBudget time.Duration
 	// ReadyPath and LivePath are answered by the middleware itself, uncounted; "/readyz" and
 	// "/livez" when empty.
 	ReadyPath, LivePath string
@@ -97,6 +104,12 @@ type Server struct {
 	total    atomic.Uint64
 	last     atomic.Int64 // 1 + nanoseconds from start to the last accepted request; 0: none
 	idle     chan struct{}
+	peak     peak // the longest recent requests, for late ones
+	// lateUntil is the in-flight deadline, in nanoseconds from start, while the stop lets late
+	// requests in; 0 before and after.
+	lateUntil    atomic.Int64
+	lateServed   atomic.Uint64
+	lateRejected atomic.Uint64
 	// start anchors last: one monotonic clock read per request costs half of time.Now, which
 	// reads the wall clock too.
 	start time.Time
@@ -160,7 +173,7 @@ func checkConfig(cfg *Config) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"GracePeriod", cfg.GracePeriod}, {"StopTimeout", cfg.StopTimeout}, {"RollbackGrace", cfg.RollbackGrace}, {"SignalDrain", cfg.SignalDrain}, {"RetryAfter", cfg.RetryAfter}} {
+	}{{"GracePeriod", cfg.GracePeriod}, {"StopTimeout", cfg.StopTimeout}, {"RollbackGrace", cfg.RollbackGrace}, {"SignalDrain", cfg.SignalDrain}, {"RetryAfter", cfg.RetryAfter}, {"LateRequestBudget", cfg.LateRequestBudget}} {
 		if d.v < 0 {
 			return fmt.Errorf("graceful: Config.%s is %s: want a positive duration (or zero for the default)", d.name, d.v)
 		}
@@ -284,7 +297,8 @@ func (s *Server) setState(st State) {
 
 // Status is the admin endpoint's answer.
 func (s *Server) Status() Status {
-	st := Status{State: s.State().String(), InFlight: s.inFlight.Load(), RequestsTotal: s.total.Load()}
+	st := Status{State: s.State().String(), InFlight: s.inFlight.Load(), RequestsTotal: s.total.Load(),
+		LateServed: s.lateServed.Load(), LateRejected: s.lateRejected.Load()}
 	if d := s.last.Load(); d != 0 {
 		st.LastRequest = s.start.Add(time.Duration(d - 1)).UTC().Format(time.RFC3339Nano)
 	}

@@ -183,7 +183,7 @@ func TestComponentsStopInReverseOrderWithinTheirOwnBudgets(t *testing.T) {
 	}
 	assertSteps(t, logs.String(),
 		`msg="stop requested" .*reason="Shutdown called"`,
-		`msg="stopping: new requests get the shutdown answer, waiting for in-flight requests"`,
+		`msg="stopping: waiting for in-flight requests; a new request is served if it can finish before the deadline, else gets the shutdown answer"`,
 		`msg="in-flight requests done"`,
 		`msg="listeners and connections closed"`,
 		`msg="servers stopped"`,
@@ -253,7 +253,7 @@ func TestAdminEndpointAndHealth(t *testing.T) {
 		t.Errorf("/readyz while running = %d", code)
 	}
 	_, _, body := get(t, admin+"/status")
-	if body != `{"state":"running","inFlight":0,"requestsTotal":0,"lastRequest":""}` {
+	if body != `{"state":"running","inFlight":0,"requestsTotal":0,"lastRequest":"","lateServed":0,"lateRejected":0}` {
 		t.Errorf("status before any request = %s", body)
 	}
 	before := time.Now()
@@ -266,7 +266,7 @@ func TestAdminEndpointAndHealth(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 || hdr.Get("Content-Type") != "application/json" {
 		t.Fatalf("status = %d %s %s (%v)", code, hdr.Get("Content-Type"), body, err)
 	}
-	if len(st) != 4 || st["state"] != "running" || st["inFlight"] != 0.0 || st["requestsTotal"] != 3.0 {
+	if len(st) != 6 || st["state"] != "running" || st["inFlight"] != 0.0 || st["requestsTotal"] != 3.0 {
 		t.Errorf("status = %s", body)
 	}
 	if last, err := time.Parse(time.RFC3339Nano, st["lastRequest"].(string)); err != nil || last.Before(before.Add(-time.Second)) || time.Since(last) > time.Minute {
@@ -405,15 +405,16 @@ func TestGracePeriodDerivesTheInFlightDeadline(t *testing.T) {
 	}
 }
 
-// A request that reaches the middleware once the server decided to stop is answered with the
-// marker, not processed, and RetryTransport sends it elsewhere, POST included.
+// A request that reaches the middleware once the server decided to stop, and that cannot finish
+// before the stop's deadline, is answered with the marker, not processed, and RetryTransport
+// sends it elsewhere, POST included.
 func TestLateRequestIsMarkedAndRetriedElsewhere(t *testing.T) {
 	held, hold := make(chan struct{}), make(chan struct{})
 	var processedByA atomic.Int32
 	a := startInstance(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(held)
 		<-hold // keeps a in stopping while the late requests come
-	}), graceful.Config{StopTimeout: 10 * time.Second})
+	}), graceful.Config{StopTimeout: 10 * time.Second, LateRequestBudget: time.Minute}) // more than is left
 	// A second listener serving a's middleware outside its Servers: it stays open while a stops,
 	// like a connection that was already open when the stop began.
 	late := httptest.NewServer(a.srv.Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { processedByA.Add(1) })))

@@ -49,4 +49,8 @@ type Status struct {
 	// LastRequest is when the last accepted request started (RFC 3339 with nanoseconds, UTC),
 	// empty before the first. Health probes are not requests.
 	LastRequest string `json:"lastRequest"`
+	// LateServed and LateRejected count the requests that arrived while stopping: served, as
+	// they could finish before the in-flight deadline, or answered "not processed".
+	LateServed   uint64 `json:"lateServed"`
+	LateRejected uint64 `json:"lateRejected"`
 }

@@ -9,29 +9,34 @@ import (
 	"time"
 )
 
-// stop runs the stopping phase: turn new requests away with the marker; wait for in-flight
-// requests until the deadline; cancel the handlers' context and give them RollbackGrace; close
-// the listeners and connections; then stop the components in reverse start order, each within
-// its budget.
+// stop runs the stopping phase: wait for in-flight requests until the deadline, serving the new
+// requests that can finish by then and turning the others away with the marker (late.go);
+// cancel the handlers' context and give them RollbackGrace; close the listeners and
+// connections; then stop the components in reverse start order, each within its budget.
 //
 // The listeners stay open until the in-flight requests are done: a caller that still picks this
-// instance then gets the marked answer, which it may retry elsewhere whatever the method, rather
-// than a refused connection or, worse, a reset of a connection that sat in the accept queue after
-// its request was written, which nobody may retry for a POST.
+// instance then gets an answer, served or marked (which it may retry elsewhere whatever the
+// method), rather than a refused connection or, worse, a reset of a connection that sat in the
+// accept queue after its request was written, which nobody may retry for a POST.
 func (s *Server) stop(started []Component, stopAt time.Time) error {
 	t0 := time.Now()
-	s.setState(Stopping)
 	deadline := s.inFlightDeadline(stopAt, t0)
 	closeBy := deadline.Add(s.cfg.RollbackGrace)
-	s.log.Info("stopping: new requests get the shutdown answer, waiting for in-flight requests",
-		"inFlight", s.inFlight.Load(), "deadline", deadline.Sub(t0).Round(time.Millisecond))
+	s.openLate(deadline) // before the switch: a request that sees stopping sees the window
+	s.setState(Stopping)
+	need, source := s.lateRule(time.Since(s.start))
+	s.log.Info("stopping: waiting for in-flight requests; a new request is served if it can finish before the deadline, else gets the shutdown answer",
+		"inFlight", s.inFlight.Load(), "deadline", deadline.Sub(t0).Round(time.Millisecond),
+		"lateRequestNeeds", need.Round(time.Millisecond), "lateRequestNeedFrom", source)
 
-	handlersDone := s.awaitIdle(deadline)
+	handlersDone := s.awaitRequests(deadline)
 	if handlersDone {
-		s.log.Info("in-flight requests done", "took", time.Since(t0).Round(time.Millisecond))
+		s.log.Info("in-flight requests done", "took", time.Since(t0).Round(time.Millisecond),
+			"lateServed", s.lateServed.Load(), "lateRejected", s.lateRejected.Load())
 	} else {
 		s.log.Warn("stop deadline passed: cancelling the handlers' context so they can roll back",
-			"inFlight", s.inFlight.Load(), "rollbackGrace", s.cfg.RollbackGrace)
+			"inFlight", s.inFlight.Load(), "rollbackGrace", s.cfg.RollbackGrace,
+			"lateServed", s.lateServed.Load(), "lateRejected", s.lateRejected.Load())
 		s.cancelBase()
 		if handlersDone = s.awaitIdle(closeBy); handlersDone {
 			s.log.Info("cancelled handlers returned", "took", time.Since(t0).Round(time.Millisecond))
@@ -106,6 +111,19 @@ func shutdownAll(ctx context.Context, servers []*http.Server) {
 		}()
 	}
 	wg.Wait()
+}
+
+// awaitRequests waits until no request is in flight, late ones included, or until passes, and
+// then turns every new request away. A late request may have counted itself just before the
+// count was seen at zero, and seen the window still open: the count is read again once the
+// window is closed, and such a request is awaited too.
+func (s *Server) awaitRequests(until time.Time) bool {
+	done := s.awaitIdle(until)
+	s.closeLate()
+	if done && s.inFlight.Load() > 0 {
+		done = s.awaitIdle(until)
+	}
+	return done
 }
 
 // awaitIdle waits until no request is in flight or until passes. The middleware signals the end
