@@ -19,10 +19,13 @@
 //     gets its GOAWAY once its first call ended, as an HTTP/1.1 connection gets Connection: close.
 //   - stopping: the listener closes (a gRPC client sends no call on a connection before the
 //     server's SETTINGS, so a refused connection costs none, and it makes round_robin pick
-//     another endpoint), and every connection gets GOAWAY. A call that still arrives on one is
+//     another endpoint), and every connection gets GOAWAY. A call that still arrives on one
+//     follows graceful's rule for late requests: while the stop still waits for calls in flight,
+//     it is served if it can finish before the stop's deadline (graceful.Config.LateRequestBudget;
+//     unary calls' durations feed the measured estimate, streams' do not); otherwise it is
 //     answered UNAVAILABLE with the trailer MarkerKey ("not processed"), after its connection's
 //     GOAWAY was written, so that Retry sends it elsewhere whatever the method. The stop waits
-//     for the calls in flight like for HTTP requests.
+//     for the calls in flight, late ones included, like for HTTP requests.
 //   - then, as a graceful.Component after the HTTP servers: GracefulStop runs within
 //     Config.Budget, then Stop cuts what is left (grpc/grpc-go#2448).
 //

@@ -77,9 +77,10 @@ func TestNotProcessedAnswerFollowsAGOAWAY(t *testing.T) {
 }
 
 // Once stopping, the server refuses new connections and sends GOAWAY on the others; a call that
-// crosses the GOAWAY is answered "not processed", and not processed.
+// crosses the GOAWAY and cannot finish before the stop's deadline is answered "not processed",
+// and not processed.
 func TestLateCallIsAnsweredNotProcessed(t *testing.T) {
-	in := startInstance(t, "a", newLedger(), graceful.Config{}, grpcgraceful.Config{})
+	in := startInstance(t, "a", newLedger(), graceful.Config{LateRequestBudget: time.Minute}, grpcgraceful.Config{}) // more than is left
 	holder := dial(t, nil, nil, in.addr())
 	held := make(chan error, 1)
 	go func() { _, _, err := place(holder, "hold"); held <- err }()

@@ -22,15 +22,17 @@ const MarkerKey = "lastcall-shutdown"
 const healthPrefix = "/grpc.health.v1.Health/"
 
 // unary counts the call like an HTTP request: graceful's in-flight count, total and last-request
-// time, which its admin /status reports.
+// time, which its admin /status reports, and its duration, which decides whether a call that
+// arrives while stopping is still served (graceful.Config.LateRequestBudget).
 func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if strings.HasPrefix(info.FullMethod, healthPrefix) {
 		return handler(ctx, req)
 	}
-	if !s.g.Begin() {
+	t, ok := s.g.Admit()
+	if !ok {
 		return nil, s.NotProcessed(ctx)
 	}
-	defer s.end(ctx)
+	defer s.end(ctx, t.End)
 	ctx, cancel := withCancelOf(ctx, s.g.Context())
 	defer cancel()
 	return handler(ctx, req)
@@ -44,20 +46,22 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 		defer cancel()
 		return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 	}
+	// Counted but not timed: a stream lasts as long as its caller wants (a watch, a feed), which
+	// says nothing of how long a late request needs.
 	if !s.g.Begin() {
 		return s.NotProcessed(ctx)
 	}
-	defer s.end(ctx)
+	defer s.end(ctx, s.g.End)
 	ctx, cancel := withCancelOf(ctx, s.g.Context())
 	defer cancel()
 	return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 }
 
-// end uncounts a call. While draining or stopping, the call's connection then goes away too
-// (with its generation), as an HTTP/1.1 connection closes after its response: connections the
-// drain's GOAWAY reached are not concerned, those opened since are.
-func (s *Server) end(ctx context.Context) {
-	s.g.End()
+// end uncounts a call with uncount. While draining or stopping, the call's connection then goes
+// away too (with its generation), as an HTTP/1.1 connection closes after its response:
+// connections the drain's GOAWAY reached are not concerned, those opened since are.
+func (s *Server) end(ctx context.Context, uncount func()) {
+	uncount()
 	if s.g.State() >= graceful.Draining {
 		if c := s.connOf(ctx); c != nil {
 			s.rotate(c.gen.Load())
@@ -67,9 +71,10 @@ func (s *Server) end(ctx context.Context) {
 
 // NotProcessed answers a call that the server did not process: UNAVAILABLE with MarkerKey, so
 // that Retry sends it elsewhere whatever the method. The server answers so itself to a call that
-// arrives while it is stopping; a handler whose context was cancelled at the stop deadline and
-// that rolled back everything it did returns it too (return nil, s.NotProcessed(ctx)). A handler
-// that left any effect behind must return something else.
+// arrives while it is stopping and cannot finish before the stop's deadline (graceful's late
+// request rule); a handler whose context was cancelled at the stop deadline and that rolled back
+// everything it did returns it too (return nil, s.NotProcessed(ctx)). A handler that left any
+// effect behind must return something else.
 //
 // It first sends GOAWAY on the call's connection and waits until the frame was written (over
 // plain-text HTTP/2; over TLS it cannot see the frame and does not wait), so that the caller
