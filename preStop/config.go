@@ -41,6 +41,10 @@ type Config struct {
 	Ports    []int
 	AppAdmin string
 
+	// ResultFile receives the drain's Report for lastcall-controller (the container's
+	// terminationMessagePath); empty: off.
+	ResultFile string
+
 	LogFormat string
 	LogLevel  slog.Level
 	LogFile   string
@@ -110,6 +114,7 @@ func (c *Config) vars() []envflag.Var {
 		envflag.Var{Flag: "wait-connections", Env: "LASTCALL_WAIT_CONNECTIONS", Default: "false", Bool: true, Help: "after quiet, wait (within the budget) until callers closed their inbound connections on the serving ports; how many were left is logged either way", Set: envflag.Bool(&c.WaitConnections)},
 		envflag.Var{Flag: "ports", Env: "LASTCALL_PORTS", Help: "comma-separated serving ports whose inbound connections are watched (default: every listening port not bound to loopback, except the app admin port)", Set: c.setPorts},
 		envflag.Var{Flag: "app-admin", Env: "LASTCALL_APP_ADMIN", Help: "base URL of the app's lastcall admin endpoint (graceful library), e.g. http://127.0.0.1:9901; enables drain mode and request counting", Set: envflag.URL(&c.AppAdmin)},
+		envflag.Var{Flag: "result-file", Env: "LASTCALL_RESULT_FILE", Default: DefaultResultFile, Help: "the container's terminationMessagePath: on return the helper appends one line \"" + strings.TrimSpace(ReportMarker) + " {json}\" to it (open connections, quiet window, fallback, time taken), which lastcall-controller reads into the drain timeline; only when the file exists (the kubelet creates it), never created; -: off", Set: c.setResultFile},
 		envflag.Var{Flag: "log-format", Env: "LASTCALL_LOG_FORMAT", Default: "json", Help: "log format: json or text", Set: envflag.OneOf(&c.LogFormat, "json", "text")},
 		envflag.Var{Flag: "log-level", Env: "LASTCALL_LOG_LEVEL", Default: "info", Help: "log level: debug, info, warn or error", Set: c.setLevel},
 		envflag.Var{Flag: "log-file", Env: "LASTCALL_LOG_FILE", Default: "/proc/1/fd/1", Help: "where logs go when writable (the container's main stdout, so kubectl logs shows them); stderr otherwise", Set: envflag.String(&c.LogFile)},
@@ -240,6 +245,14 @@ func (c *Config) setPorts(v string) error {
 			return fmt.Errorf("port %q: want comma-separated numbers from 1 to 65535", p)
 		}
 		c.Ports = append(c.Ports, n)
+	}
+	return nil
+}
+
+func (c *Config) setResultFile(v string) error {
+	c.ResultFile = strings.TrimSpace(v)
+	if c.ResultFile == "-" {
+		c.ResultFile = ""
 	}
 	return nil
 }

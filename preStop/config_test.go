@@ -96,6 +96,10 @@ func TestParsePrecedence(t *testing.T) {
 		{"wait-connections off by default", nil, podEnv, func(c Config) bool { return !c.WaitConnections && !TimingOf(c).WaitConnections }},
 		{"wait-connections flag", []string{"--wait-connections"}, podEnv, func(c Config) bool { return c.WaitConnections && TimingOf(c).WaitConnections }},
 		{"wait-connections env", nil, with(podEnv, "LASTCALL_WAIT_CONNECTIONS", "true"), func(c Config) bool { return c.WaitConnections }},
+		{"result file: the kubelet's default", nil, podEnv, func(c Config) bool { return c.ResultFile == "/dev/termination-log" }},
+		{"result file from env", nil, with(podEnv, "LASTCALL_RESULT_FILE", "/tmp/msg"), func(c Config) bool { return c.ResultFile == "/tmp/msg" }},
+		{"result file off by -", nil, with(podEnv, "LASTCALL_RESULT_FILE", "-"), func(c Config) bool { return c.ResultFile == "" }},
+		{"result file off by an empty flag", []string{"--result-file="}, with(podEnv, "LASTCALL_RESULT_FILE", "/tmp/msg"), func(c Config) bool { return c.ResultFile == "" }},
 		{"wait-connections flag over env", []string{"--wait-connections=false"}, with(podEnv, "LASTCALL_WAIT_CONNECTIONS", "true"), func(c Config) bool { return !c.WaitConnections }},
 		{"zero durations allowed where they mean off", []string{"--min-wait=0", "--quiet=0s", "--reserve=0s", "--settle=0s"}, podEnv, func(c Config) bool {
 			return c.MinWait == 0 && c.Quiet == 0 && c.Drain.Reserve == 0 && endpointsOf(c).Settle == 0

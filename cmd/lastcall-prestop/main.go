@@ -70,7 +70,10 @@ func run(table []registry.Adapter, args []string, getenv func(string) string, st
 	if err != nil {
 		log.Error("setup failed, draining with what is left", "err", err)
 	}
-	prestop.Run(ctx, prestop.TimingOf(cfg), cfg.Instance(), deps)
+	res := prestop.Run(ctx, prestop.TimingOf(cfg), cfg.Instance(), deps)
+	// The termination message carries the result to lastcall-controller's drain timeline; an app
+	// that writes that file when it exits replaces it, which costs the timeline, not the drain.
+	prestop.HandOver(cfg.ResultFile, prestop.ReportOf(res), log)
 	return code
 }
 

@@ -116,21 +116,7 @@ func TestWaitConnectionsWithRealSockets(t *testing.T) {
 		{name: "the caller keeps it: the budget ends the wait", open: `"openConnections":1`, atMost: budget + 50*time.Millisecond},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			c, err := net.Dial("tcp4", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			s, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			port, c := inboundConnection(t)
 			if tt.closeIn > 0 {
 				time.AfterFunc(tt.closeIn, func() { _ = c.Close() })
 			}
@@ -139,7 +125,7 @@ func TestWaitConnectionsWithRealSockets(t *testing.T) {
 				t.Fatal(err)
 			}
 			args := []string{"--registries=", "--max-wait=" + budget.String(), "--min-wait=0", "--quiet=50ms", "--wait-connections",
-				"--ports=" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), "--log-file", logFile}
+				"--ports=" + strconv.Itoa(port), "--log-file", logFile}
 			var out, errOut bytes.Buffer
 			start := time.Now()
 			if code := run(adapters.All(), args, func(string) string { return "" }, &out, &errOut); code != 0 {
@@ -154,6 +140,116 @@ func TestWaitConnectionsWithRealSockets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The result reaches the termination message the kubelet created, after the app's own text;
+// the helper never creates that file, and a file it cannot write costs neither the drain nor
+// the budget, only one log line.
+func TestTheResultIsAppendedToTheTerminationMessage(t *testing.T) {
+	const budget = 300 * time.Millisecond
+	port, _ := inboundConnection(t)
+
+	const appText = "app: bye\n"
+	tests := []struct {
+		name string
+		// setup makes what is at path (nothing: absent) and returns the --result-file value
+		setup func(t *testing.T, path string) string
+		// file: what path holds after the drain: "report" (the app's text, then the report),
+		// "app" (the app's text alone), "absent", or "" (a directory: not checked)
+		file string
+		log  string // in the helper's log
+	}{
+		{name: "the kubelet's file: appended", file: "report", setup: func(t *testing.T, path string) string {
+			if err := os.WriteFile(path, []byte(appText), 0o666); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}},
+		{name: "absent: not created", file: "absent", log: "the result file does not exist", setup: func(_ *testing.T, path string) string { return path }},
+		{name: "unwritable: logged", log: "result not handed over", setup: func(t *testing.T, path string) string {
+			if err := os.Mkdir(path, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}},
+		{name: "off", file: "app", setup: func(t *testing.T, path string) string {
+			if err := os.WriteFile(path, []byte(appText), 0o666); err != nil {
+				t.Fatal(err)
+			}
+			return "-"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "termination-log")
+			flagValue := tt.setup(t, path)
+			logFile := filepath.Join(dir, "fd1")
+			if err := os.WriteFile(logFile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{"LASTCALL_RESULT_FILE": flagValue}
+			args := []string{"--registries=", "--max-wait=" + budget.String(), "--min-wait=100ms", "--quiet=0",
+				"--ports=" + strconv.Itoa(port), "--log-file", logFile}
+			var out, errOut bytes.Buffer
+			start := time.Now()
+			if code := run(adapters.All(), args, func(k string) string { return env[k] }, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if el := time.Since(start); el > budget+150*time.Millisecond {
+				t.Errorf("returned after %s, budget %s", el, budget)
+			}
+			logs, _ := os.ReadFile(logFile)
+			if !strings.Contains(string(logs), `"msg":"drain done"`) || !strings.Contains(string(logs), tt.log) {
+				t.Errorf("log lacks the summary or %q:\n%s", tt.log, logs)
+			}
+			data, err := os.ReadFile(path)
+			switch tt.file {
+			case "absent":
+				if err == nil {
+					t.Errorf("the helper created %s", path)
+				}
+				return
+			case "app":
+				if string(data) != appText {
+					t.Errorf("file = %q, want the app's text alone", data)
+				}
+				return
+			case "":
+				return
+			}
+			rest, ok := strings.CutPrefix(string(data), appText)
+			if !ok || strings.Count(rest, "\n") != 1 {
+				t.Fatalf("file = %q: want the app's text, then one line", data)
+			}
+			r, ok := prestop.ParseReport(string(data))
+			if !ok || r.Open == nil || *r.Open != 1 || r.BudgetMs != budget.Milliseconds() || r.TookMs > budget.Milliseconds() {
+				t.Errorf("report %q = %+v (ok %v): want 1 open connection, budget %s", rest, r, ok, budget)
+			}
+		})
+	}
+}
+
+// inboundConnection is one established connection to a loopback listener, closed with the
+// test: the listener's port, and the caller's end.
+func inboundConnection(t *testing.T) (int, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return ln.Addr().(*net.TCPAddr).Port, c
 }
 
 // The whole command against a real Consul agent: the pod's instance is gone, its neighbour stays.
