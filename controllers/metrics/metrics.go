@@ -20,6 +20,14 @@ var (
 		Help:    "Time from a managed pod's deletion until the registry stopped listing it (EndpointSlices: not ready).",
 		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
 	}, []string{"namespace", "workload", "registry"})
+	// PrestopOpenConnections is, per drained pod, the inbound connections lastcall-prestop left
+	// open when it returned (the most any of its helpers reported), from the containers'
+	// termination messages.
+	PrestopOpenConnections = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "lastcall_prestop_open_connections",
+		Help:    "Inbound connections on a drained pod's serving ports still open when lastcall-prestop returned (the app's SIGTERM closes them), per pod that reported them.",
+		Buckets: []float64{0, 1, 2, 5, 10, 25, 50, 100, 250, 1000},
+	}, []string{"namespace", "workload"})
 	// StaleRemoved counts entries removed because their pod no longer exists, per registry.
 	StaleRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lastcall_stale_registrations_removed_total",
@@ -57,5 +65,5 @@ var (
 )
 
 func init() {
-	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, StaleRemoved, SweepFailures, BackstopDeregistrations, UnsafeSettings, DataplaneLag, UninjectedPods)
+	crmetrics.Registry.MustRegister(DrainDuration, RegistrationLag, PrestopOpenConnections, StaleRemoved, SweepFailures, BackstopDeregistrations, UnsafeSettings, DataplaneLag, UninjectedPods)
 }

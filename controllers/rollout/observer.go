@@ -341,6 +341,9 @@ func (o *Observer) report(ctx context.Context, pod *corev1.Pod, tl Timeline) err
 			metrics.RegistrationLag.WithLabelValues(pod.Namespace, workload, s.Registry).Observe(s.Out.Sub(tl.Deleted).Seconds())
 		}
 	}
+	if n, ok := tl.MaxOpen(); ok {
+		metrics.PrestopOpenConnections.WithLabelValues(pod.Namespace, workload).Observe(float64(n))
+	}
 	kind := corev1.EventTypeNormal
 	if tl.ExitCode != nil && *tl.ExitCode != 0 {
 		kind = corev1.EventTypeWarning

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/lastcall-dev/lastcall/controllers/managed"
@@ -95,4 +97,72 @@ func TestAPodThatDisappearedIsReportedByAReconcileThatRetries(t *testing.T) {
 	if o.deleted(reported) {
 		t.Error("a pod whose timeline was reported needs no reconcile")
 	}
+}
+
+// A drained pod's helper report, read from its container's termination message, goes into the
+// annotation, the PodDrained Event and lastcall_prestop_open_connections.
+func TestTheHelpersReportReachesTheTimelineTheEventAndTheMetric(t *testing.T) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "report", Name: "web", Labels: map[string]string{managed.Label: "true"}},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1)}, Status: appsv1.DeploymentStatus{Replicas: 2, UpdatedReplicas: 2}}
+	pod := deletingPod(30)
+	pod.Namespace, pod.Name, pod.UID = "report", "web-abc12-x", "uid-2"
+	pod.Finalizers = []string{"test/keep"} // the fake client keeps no deleting object without one
+	pod.Labels = map[string]string{managed.Label: "true", appsv1.DefaultDeploymentUniqueLabelKey: "abc12"}
+	pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-abc12", UID: "rs", Controller: ptr.To(true)}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{
+		{Name: "web", State: ended("app: bye\n" + reportLine(ptr.To(2), 3210))},
+		{Name: "sidecar", State: ended("")},
+	}
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(d, pod).Build()
+	rec := events.NewFakeRecorder(10)
+	o := &Observer{Client: c, Recorder: rec, Poll: time.Second, Now: func() time.Time { return t0.Add(6 * time.Second) }}
+
+	if _, err := o.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pod)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Events) != 1 {
+		t.Fatalf("%d events, want 1", len(rec.Events))
+	}
+	if ev, want := <-rec.Events, "helper returned after 3.21s of its 20s budget, quiet for 1.2s (traffic), 2 connections still open"; !strings.Contains(ev, want) {
+		t.Errorf("event %q lacks %q", ev, want)
+	}
+	got := &corev1.Pod{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(pod), got); err != nil {
+		t.Fatal(err)
+	}
+	tl := Parse(got)
+	if !tl.Reported || len(tl.Helpers) != 1 || tl.Helpers[0].Container != "web" || tl.Helpers[0].Open == nil || *tl.Helpers[0].Open != 2 {
+		t.Errorf("annotation %s: want it reported, with web's report of 2 open connections", got.Annotations[Annotation])
+	}
+	if count, sum := histogram(t, "lastcall_prestop_open_connections", "report", "web"); count != 1 || sum != 2 {
+		t.Errorf("lastcall_prestop_open_connections{namespace=report,workload=web}: %d observations summing %g, want 1 of 2", count, sum)
+	}
+}
+
+// histogram reads a histogram series of the controller's registry.
+func histogram(t *testing.T, name, namespace, workload string) (count uint64, sum float64) {
+	t.Helper()
+	families, err := crmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["namespace"] == namespace && labels["workload"] == workload {
+				return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return 0, 0
 }

@@ -1,7 +1,8 @@
 // Package rollout observes how managed pods drain during rolling updates and scale-downs: each
-// deleting pod's timeline (deletion → out of each registry the pod uses → containers terminated)
-// is kept on the pod itself, so a restarted controller resumes it, and is published as an Event
-// on the workload and as Prometheus histograms once complete.
+// deleting pod's timeline (deletion → out of each registry the pod uses → containers terminated,
+// with what lastcall-prestop reported when it returned) is kept on the pod itself, so a
+// restarted controller resumes it, and is published as an Event on the workload and as
+// Prometheus histograms once complete.
 package rollout
 
 import (
@@ -13,6 +14,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
 
 // Annotation holds the pod's timeline as JSON.
@@ -26,6 +29,10 @@ type Timeline struct {
 	Registries []Stage   `json:"registries,omitempty"`
 	Terminated time.Time `json:"terminated,omitzero"`
 	ExitCode   *int32    `json:"exitCode,omitempty"`
+	// Helpers are what lastcall-prestop reported when it returned, one per container it ran in,
+	// from the containers' termination messages. None when the helper predates the report, the
+	// app replaced the message, or the message was cut.
+	Helpers []Helper `json:"helpers,omitempty"`
 	// Reported is set once the Event and metrics went out.
 	Reported bool `json:"reported,omitempty"`
 }
@@ -37,6 +44,14 @@ type Stage struct {
 	Out      time.Time `json:"out,omitzero"`
 	// Slowest is the node that stopped routing last (DataplaneStage only).
 	Slowest string `json:"slowest,omitempty"`
+}
+
+// Helper is one lastcall-prestop's report, from the termination message of the container it ran
+// in (the helper writes to its own container's terminationMessagePath; the marker says it was
+// the helper).
+type Helper struct {
+	Container string `json:"container"`
+	prestop.Report
 }
 
 // DataplaneStage keys the stage "every node stopped routing", from the pod's
@@ -136,7 +151,39 @@ func Advance(tl Timeline, pod *corev1.Pod, o Observation) Timeline {
 			tl.Terminated, tl.ExitCode = at, &code
 		}
 	}
+	tl.Helpers = helpers(tl.Helpers, pod)
 	return tl
+}
+
+// helpers adds the reports of containers that ended since the last look. Only the current
+// state counts: lastState is an earlier run of the container (a restart, whose preStop hook
+// reported too), not this drain; and each run's message is a new file, so the current one holds
+// this drain's report alone.
+func helpers(known []Helper, pod *corev1.Pod) []Helper {
+	out := slices.Clone(known)
+	for _, cs := range pod.Status.ContainerStatuses {
+		t := cs.State.Terminated
+		if t == nil || slices.ContainsFunc(out, func(h Helper) bool { return h.Container == cs.Name }) {
+			continue
+		}
+		if r, ok := prestop.ParseReport(t.Message); ok {
+			out = append(out, Helper{Container: cs.Name, Report: r})
+		}
+	}
+	return out
+}
+
+// MaxOpen is the most inbound connections any helper of the pod left open, and whether one
+// counted them. The helpers of one pod share its network namespace and, with the default
+// --ports, count the same sockets: a sum would count them twice.
+func (tl Timeline) MaxOpen() (int, bool) {
+	n, known := 0, false
+	for _, h := range tl.Helpers {
+		if h.Open != nil {
+			n, known = max(n, *h.Open), true
+		}
+	}
+	return n, known
 }
 
 // Complete reports whether every stage has been seen.
@@ -166,10 +213,43 @@ func (tl Timeline) Summary(pod, cause string) string {
 		}
 	}
 	stage("containers terminated", tl.Terminated, "")
+	for _, h := range tl.Helpers {
+		fmt.Fprintf(&b, " %s;", h.summary(len(tl.Helpers) > 1))
+	}
 	if tl.ExitCode != nil {
 		fmt.Fprintf(&b, " exit code %d", *tl.ExitCode)
 	}
 	return strings.TrimSuffix(b.String(), ";")
+}
+
+// summary is the helper's part of the Event: "helper returned after 3.2s of its 20s budget,
+// quiet for 1.2s (traffic), 2 connections still open".
+func (h Helper) summary(named bool) string {
+	var b strings.Builder
+	b.WriteString("helper")
+	if named {
+		b.WriteString(" in " + h.Container)
+	}
+	ms := func(n int64) time.Duration { return (time.Duration(n) * time.Millisecond).Round(10 * time.Millisecond) }
+	fmt.Fprintf(&b, " returned after %s of its %s budget", ms(h.TookMs), ms(h.BudgetMs))
+	if h.FellBack {
+		b.WriteString(", a registry could not confirm: fell back on the --max-wait wait")
+	}
+	switch {
+	case h.QuietWhy == "" || h.QuietWhy == prestop.QuietOff:
+	case h.Quiet:
+		fmt.Fprintf(&b, ", quiet for %s (%s)", ms(h.QuietMs), h.QuietWhy)
+	default:
+		fmt.Fprintf(&b, ", not quiet for %s (%s) within the budget", ms(h.QuietMs), h.QuietWhy)
+	}
+	if h.Open != nil {
+		noun := "connections"
+		if *h.Open == 1 {
+			noun = "connection"
+		}
+		fmt.Fprintf(&b, ", %d %s still open", *h.Open, noun)
+	}
+	return b.String()
 }
 
 // terminated returns when the last container ended and the first non-zero exit code (or 0),

@@ -3,6 +3,7 @@ package rollout
 import (
 	"maps"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
 
 var t0 = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -253,5 +256,123 @@ func TestCause(t *testing.T) {
 	s.Status.UpdateRevision, s.Status.Replicas = "a", 3
 	if got := StatefulSetCause(s); got != CauseScaleDown {
 		t.Errorf("StatefulSet scale-down: %s", got)
+	}
+}
+
+// reportLine is lastcall-prestop's line in a termination message.
+func reportLine(open *int, tookMs int64) string {
+	return prestop.Report{Open: open, QuietMs: 1200, QuietWhy: prestop.QuietTraffic, Quiet: true, TookMs: tookMs, BudgetMs: 20000}.Line()
+}
+
+func ended(message string) corev1.ContainerState {
+	return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(t0.Add(5 * time.Second)), Message: message}}
+}
+
+// The helper's report comes from the termination message of the container it ran in, this
+// run's only, once that container ended; it is kept in the annotation and said in the Event.
+func TestHelpersReportFromTerminationMessages(t *testing.T) {
+	tests := []struct {
+		name     string
+		statuses []corev1.ContainerStatus
+		want     []string // containers with a report, in order
+		summary  []string
+		not      []string
+	}{
+		{
+			name: "the hook's container, after the app's own message",
+			statuses: []corev1.ContainerStatus{
+				{Name: "web", State: ended("app: bye\n" + reportLine(ptr.To(2), 3210))},
+				{Name: "sidecar", State: ended("")},
+			},
+			want:    []string{"web"},
+			summary: []string{"containers terminated +5s; helper returned after 3.21s of its 20s budget, quiet for 1.2s (traffic), 2 connections still open; exit code 0"},
+		},
+		{
+			name: "one connection, open count unknown elsewhere",
+			statuses: []corev1.ContainerStatus{
+				{Name: "web", State: ended(reportLine(ptr.To(1), 100))},
+				{Name: "api", State: ended(reportLine(nil, 200))},
+			},
+			want:    []string{"web", "api"},
+			summary: []string{"helper in web returned after 100ms of its 20s budget, quiet for 1.2s (traffic), 1 connection still open;", "helper in api returned after 200ms of its 20s budget, quiet for 1.2s (traffic);"},
+		},
+		{
+			name:     "a report from an earlier run of the container is not this drain's",
+			statuses: []corev1.ContainerStatus{{Name: "web", State: ended("app: bye\n"), LastTerminationState: ended(reportLine(ptr.To(9), 100))}},
+			not:      []string{"helper"},
+		},
+		{
+			name:     "the app replaced the message, or the kubelet cut it",
+			statuses: []corev1.ContainerStatus{{Name: "web", State: ended("fatal: x\n" + reportLine(ptr.To(2), 100)[:30])}},
+			not:      []string{"helper"},
+		},
+		{
+			name:     "still running: no report yet",
+			statuses: []corev1.ContainerStatus{{Name: "web"}, {Name: "sidecar", State: ended(reportLine(ptr.To(0), 100))}},
+			want:     []string{"sidecar"},
+			summary:  []string{"containers terminated not seen; helper returned after 100ms of its 20s budget, quiet for 1.2s (traffic), 0 connections still open"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := deletingPod(30)
+			pod.Status.ContainerStatuses = tt.statuses
+			tl := Advance(Timeline{}, pod, Observation{Now: t0.Add(time.Second)})
+			var got []string
+			for _, h := range tl.Helpers {
+				got = append(got, h.Container)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("reports from %v, want %v", got, tt.want)
+			}
+			s := tl.Summary("web-1", CauseRollingUpdate)
+			for _, w := range tt.summary {
+				if !strings.Contains(s, w) {
+					t.Errorf("summary %q lacks %q", s, w)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(s, w) {
+					t.Errorf("summary %q has %q", s, w)
+				}
+			}
+			back := Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: tl.Encode()}}})
+			if !back.Equal(tl) {
+				t.Errorf("annotation round trip: %s != %s", back.Encode(), tl.Encode())
+			}
+			// A later look, the message since changed: the first report stays.
+			for i := range pod.Status.ContainerStatuses {
+				pod.Status.ContainerStatuses[i].State = ended(reportLine(ptr.To(7), 1))
+			}
+			again := Advance(back, pod, Observation{Now: t0.Add(2 * time.Second)})
+			for i, h := range tl.Helpers {
+				if !reflect.DeepEqual(again.Helpers[i], h) {
+					t.Errorf("report of %s replaced: %+v, was %+v", h.Container, again.Helpers[i], h)
+				}
+			}
+		})
+	}
+}
+
+// Annotations written before helpers were reported read as they were, and say the same again:
+// no patch for a pod whose drain an older controller started.
+func TestParseAnnotationWithoutHelpers(t *testing.T) {
+	old := `{"deleted":"2026-11-23T12:00:00Z","registries":[{"registry":"endpoints","out":"2026-11-23T12:00:01Z"}],"terminated":"2026-11-23T12:00:05Z","exitCode":0}`
+	tl := Parse(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{Annotation: old}}})
+	if !tl.Complete() || tl.Helpers != nil || tl.ExitCode == nil {
+		t.Fatalf("parsed %+v", tl)
+	}
+	if tl.Encode() != old {
+		t.Errorf("encoded again as %s, was %s", tl.Encode(), old)
+	}
+	if n, ok := tl.MaxOpen(); ok {
+		t.Errorf("open connections %d known without a report", n)
+	}
+}
+
+func TestMaxOpen(t *testing.T) {
+	tl := Timeline{Helpers: []Helper{{Container: "a", Report: prestop.Report{Open: ptr.To(1)}}, {Container: "b"}, {Container: "c", Report: prestop.Report{Open: ptr.To(3)}}}}
+	if n, ok := tl.MaxOpen(); n != 3 || !ok {
+		t.Errorf("MaxOpen = %d, %v; want 3, true", n, ok)
 	}
 }
