@@ -18,9 +18,12 @@ func TestBudget(t *testing.T) {
 	}{
 		{"grace 30s, reserve 10s", at(30 * time.Second), 10 * time.Second, 20 * time.Second, 20 * time.Second, FromDeletion},
 		{"long grace is not capped by max-wait", at(300 * time.Second), 10 * time.Second, 20 * time.Second, 290 * time.Second, FromDeletion},
-		{"grace shorter than reserve", at(5 * time.Second), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
+		{"grace holds budget and reserve exactly", at(30 * time.Second), 10 * time.Second, 20 * time.Second, 20 * time.Second, FromDeletion},
+		{"squeezed: 12s for 20s + 10s, split 2:1", at(12 * time.Second), 10 * time.Second, 20 * time.Second, 8 * time.Second, FromSqueeze},
+		{"squeezed below the reserve: the drain still gets its share", at(5 * time.Second), 10 * time.Second, 20 * time.Second, 3333 * time.Millisecond, FromSqueeze},
+		{"squeezed with a large reserve", at(20 * time.Second), 30 * time.Second, 10 * time.Second, 5 * time.Second, FromSqueeze},
 		{"deletionTimestamp in the past", at(-3 * time.Second), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
-		{"grace equal to reserve", at(10 * time.Second), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
+		{"deletionTimestamp now", at(0), 10 * time.Second, 20 * time.Second, 0, FromDeletion},
 		{"no reserve", at(7 * time.Second), 0, 20 * time.Second, 7 * time.Second, FromDeletion},
 		{"no API or not deleting", nil, 10 * time.Second, 20 * time.Second, 20 * time.Second, FromMaxWait},
 	}

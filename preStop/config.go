@@ -73,7 +73,7 @@ const (
 func (d *Drain) Vars() []envflag.Var {
 	return []envflag.Var{
 		{Flag: "reserve", Env: "LASTCALL_RESERVE", Default: DefaultReserve.String(),
-			Help: "time kept back for the app after SIGTERM: lastcall-prestop returns by deletionTimestamp minus this",
+			Help: "time kept back for the app after SIGTERM: lastcall-prestop returns by deletionTimestamp minus this; when the grace period cannot hold max-wait plus this, the two share it in proportion",
 			Set:  envflag.Duration(&d.Reserve)},
 		{Flag: "max-wait", Env: "LASTCALL_MAX_WAIT", Default: DefaultMaxWait.String(),
 			Help: "drain budget when the pod's deletionTimestamp cannot be read, and the longest fallback wait when a registry cannot confirm (lastcall-controller: the budget of workloads without lastcall.dev/drain-budget)",

@@ -90,9 +90,13 @@ func Check(w Workload, drain prestop.Drain) []Finding {
 		grace = time.Duration(*g) * time.Second
 	}
 	if grace < budget+reserve {
+		// what lastcall-prestop will do with it: the same function, from the deletion
+		var t0 time.Time
+		killAt := t0.Add(grace)
+		drainShare, _ := prestop.Budget(t0, &killAt, reserve, budget)
 		out = append(out, Finding{GraceTooShort, fmt.Sprintf(
-			"terminationGracePeriodSeconds is %s, shorter than the drain budget %s plus the reserve %s: the kubelet may kill the pod mid-drain; raise it to at least %d",
-			grace, budget, reserve, int((budget+reserve+time.Second-1)/time.Second))})
+			"terminationGracePeriodSeconds is %s, shorter than the drain budget %s plus the reserve %s: lastcall-prestop shares it in proportion (drain %s, app %s), which may cut either short; raise it to at least %d",
+			grace, budget, reserve, drainShare, grace-drainShare, int((budget+reserve+time.Second-1)/time.Second))})
 	}
 	hook := w.Injected
 	for _, c := range w.Template.Spec.Containers {

@@ -102,6 +102,9 @@ func TestCheckInjectedWorkload(t *testing.T) {
 	w.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](10)
 	if f := Check(w, defaults); len(f) != 1 || f[0].Check != GraceTooShort {
 		t.Errorf("findings = %v, want %s", f, GraceTooShort)
+	} else if !strings.Contains(f[0].Message, "(drain 6.667s, app 3.333s)") {
+		// 10 s for 20 s + 10 s: lastcall-prestop's split, 2:1
+		t.Errorf("message %q does not say how lastcall-prestop splits the grace period", f[0].Message)
 	}
 }
 
