@@ -135,6 +135,11 @@ type Drain struct {
 	Pod     string    `json:"pod"`
 	Deleted time.Time `json:"deleted"`
 	Exited  time.Time `json:"exited"`
+	// What the kubelet recorded, whatever the watch's latency: the pod's deletionTimestamp (when
+	// it kills what is still running), and the app container's end (1 s precision) and exit code.
+	KillAt   time.Time `json:"killAt,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	ExitCode *int32    `json:"exitCode,omitempty"`
 }
 
 // Sample is the number of ready pods of the workload from T on.

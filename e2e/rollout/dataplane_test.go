@@ -418,7 +418,7 @@ func (w *lagWatch) pod(p *corev1.Pod) {
 		w.logs.Add(1)
 		go w.followHelper(p.Name)
 	}
-	if !st.deleted.IsZero() && st.exited.IsZero() && appExited(p) {
+	if !st.deleted.IsZero() && st.exited.IsZero() && appTerminated(p) != nil {
 		st.exited = now
 	}
 	for _, c := range p.Status.Conditions {

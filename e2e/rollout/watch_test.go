@@ -30,9 +30,11 @@ type podWatch struct {
 }
 
 type podState struct {
-	name            string
-	deleted, exited time.Time
-	ready           bool
+	name             string
+	deleted, exited  time.Time
+	killAt, finished time.Time // the pod's deletionTimestamp, the app container's finishedAt
+	exitCode         *int32
+	ready            bool
 }
 
 func watchPods(ctx context.Context, selector string) (*podWatch, error) {
@@ -77,7 +79,13 @@ func (w *podWatch) observe(obj any, gone bool) {
 	if (gone || p.DeletionTimestamp != nil) && st.deleted.IsZero() {
 		st.deleted = now
 	}
-	if st.exited.IsZero() && !st.deleted.IsZero() && (gone || appExited(p)) {
+	if p.DeletionTimestamp != nil {
+		st.killAt = p.DeletionTimestamp.Time
+	}
+	if t := appTerminated(p); t != nil && st.finished.IsZero() {
+		st.finished, st.exitCode = t.FinishedAt.Time, &t.ExitCode
+	}
+	if st.exited.IsZero() && !st.deleted.IsZero() && (gone || appTerminated(p) != nil) {
 		st.exited = now
 		w.lastChange = now
 	}
@@ -94,13 +102,14 @@ func (w *podWatch) observe(obj any, gone bool) {
 	}
 }
 
-func appExited(p *corev1.Pod) bool {
+// appTerminated is the app container's terminated state, nil while it runs.
+func appTerminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
 	for _, c := range p.Status.ContainerStatuses {
 		if c.Name == "app" && c.State.Terminated != nil {
-			return true
+			return c.State.Terminated
 		}
 	}
-	return false
+	return nil
 }
 
 // uids lists the pods seen so far that are not being deleted.
@@ -146,7 +155,8 @@ func (w *podWatch) drains(since time.Time) ([]report.Drain, []report.Sample, tim
 	var out []report.Drain
 	for _, s := range w.pods {
 		if !s.deleted.IsZero() && !s.exited.IsZero() && !s.deleted.Before(since) {
-			out = append(out, report.Drain{Pod: s.name, Deleted: s.deleted, Exited: s.exited})
+			out = append(out, report.Drain{Pod: s.name, Deleted: s.deleted, Exited: s.exited,
+				KillAt: s.killAt, Finished: s.finished, ExitCode: s.exitCode})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Deleted.Before(out[j].Deleted) })
