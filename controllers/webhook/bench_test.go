@@ -1,12 +1,17 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,10 +50,12 @@ func (l *latencies) quantile(q float64) float64 {
 }
 
 // BenchmarkAdmission creates 50 pods at once per iteration, through the real API server and the
-// real webhook over TLS, and reports the webhook's own time per request (HTTP handler: decode,
-// inject, patch, encode) and each pod creation's round trip, with and without the webhook
-// (a namespace it does not select), as p50 and p99 in milliseconds. LASTCALL_BENCH_CONCURRENT
-// changes the 50 (1: one creation at a time).
+// real webhook over TLS, and reports the webhook's time per request (its HTTP handler, from the
+// request's headers to its answer), split into the wait for the API server to send the review
+// (body-wait) and the webhook's own work (handler: decode, inject, patch, encode), and each pod
+// creation's round trip, with and without the webhook (a namespace it does not select), as p50
+// and p99 in milliseconds. LASTCALL_BENCH_CONCURRENT changes the 50 (1: one creation at a
+// time); LASTCALL_BENCH_NICE_CONTROL_PLANE lowers the API server's and etcd's CPU priority.
 //
 //	go test -run '^$' -bench Admission -benchtime 20x ./controllers/webhook/
 func BenchmarkAdmission(b *testing.B) {
@@ -56,15 +63,32 @@ func BenchmarkAdmission(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("LASTCALL_BENCH_CONCURRENT")); err == nil {
 		concurrent = n
 	}
-	served := &latencies{}
+	served, body, handled := &latencies{}, &latencies{}, &latencies{}
 	timed := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// split: waiting for the API server to send the review, then the webhook's own work
 			began := time.Now()
+			raw, err := io.ReadAll(r.Body)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			read := time.Now()
+			r.Body = io.NopCloser(bytes.NewReader(raw))
 			h.ServeHTTP(w, r)
 			served.add(time.Since(began))
+			body.add(read.Sub(began))
+			handled.add(time.Since(read))
 		})
 	}
 	e := startWrapped(b, "inject-bench", nil, timed, "bench-injected", "bench-plain")
+	if v := os.Getenv("LASTCALL_BENCH_NICE_CONTROL_PLANE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 19 {
+			b.Fatalf("LASTCALL_BENCH_NICE_CONTROL_PLANE=%q: want a niceness from 1 to 19", v)
+		}
+		reniceChildren(b, n, "kube-apiserver", "etcd")
+	}
 	e.namespace(b, "bench-injected", map[string]string{inject.Label: "true"})
 	e.namespace(b, "bench-plain", nil)
 	e.waitServing(b, "bench-injected")
@@ -72,7 +96,7 @@ func BenchmarkAdmission(b *testing.B) {
 	cfg := *e.cfg
 	cfg.QPS, cfg.Burst = 1000, 1000
 	kube := kubernetes.NewForConfigOrDie(&cfg)
-	*served = latencies{}
+	*served, *body, *handled = latencies{}, latencies{}, latencies{}
 
 	withHook, without := &latencies{}, &latencies{}
 	burst := func(ns string, into *latencies) {
@@ -99,12 +123,48 @@ func BenchmarkAdmission(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(served.quantile(0.5), "webhook-p50-ms")
 	b.ReportMetric(served.quantile(0.99), "webhook-p99-ms")
+	b.ReportMetric(body.quantile(0.99), "body-wait-p99-ms")
+	b.ReportMetric(handled.quantile(0.99), "handler-p99-ms")
 	b.ReportMetric(withHook.quantile(0.5), "create-p50-ms")
 	b.ReportMetric(withHook.quantile(0.99), "create-p99-ms")
 	b.ReportMetric(without.quantile(0.5), "plain-create-p50-ms")
 	b.ReportMetric(without.quantile(0.99), "plain-create-p99-ms")
 	b.ReportMetric(0, "ns/op")
 	cleanupPods(b, kube, "bench-injected", "bench-plain")
+}
+
+// reniceChildren lowers the CPU priority of this process's children with the given names (the
+// envtest API server and etcd): in a cluster the control plane does not share the webhook's CPU,
+// here it does, and at 50 creations at once its work would be measured as the webhook's wait.
+func reniceChildren(b *testing.B, nice int, names ...string) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	found := 0
+	for _, path := range stats {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			continue // the process ended
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis
+		open, closing := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		fields := strings.Fields(string(raw[closing+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(os.Getpid()) || !slices.Contains(names, string(raw[open+1:closing])) {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(raw[:open])))
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice); err != nil {
+			b.Fatalf("renice %d: %v", pid, err)
+		}
+		found++
+	}
+	if found != len(names) {
+		b.Fatalf("reniced %d of this process's children named %v, want %d", found, names, len(names))
+	}
 }
 
 func cleanupPods(b *testing.B, kube kubernetes.Interface, namespaces ...string) {
