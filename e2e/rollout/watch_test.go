@@ -79,7 +79,9 @@ func (w *podWatch) observe(obj any, gone bool) {
 	if (gone || p.DeletionTimestamp != nil) && st.deleted.IsZero() {
 		st.deleted = now
 	}
-	if p.DeletionTimestamp != nil {
+	if p.DeletionTimestamp != nil && st.killAt.IsZero() {
+		// the first one: once the containers ended, the kubelet deletes the pod again with
+		// grace 0, which moves the deletionTimestamp to that moment
 		st.killAt = p.DeletionTimestamp.Time
 	}
 	if t := appTerminated(p); t != nil && st.finished.IsZero() {
