@@ -673,8 +673,12 @@ func loseNode(ctx context.Context, workload string) (func(context.Context) error
 		lost[uid] = true
 	}
 	// the removal is measured by these pods' pod-uid meta: it must match them before the kill
-	if n, err := consulInstancesOf(ctx, workload, lost); err != nil || n != len(lost) {
-		return nil, fmt.Errorf("before the kill Consul lists %d of the %d pods' instances on %s (err %v): the probe could not see their removal", n, len(lost), node, err)
+	n, err := consulInstancesOf(ctx, workload, lost)
+	if err != nil {
+		return nil, fmt.Errorf("before the kill, Consul's catalog: %w", err)
+	}
+	if n != len(lost) {
+		return nil, fmt.Errorf("before the kill Consul lists %d of the %d pods' instances on %s: the probe could not see their removal", n, len(lost), node)
 	}
 	GinkgoWriter.Printf("fault node-lost: killing %s (%d pods of %s)\n", node, len(lost), workload)
 	start := time.Now()
