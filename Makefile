@@ -106,7 +106,7 @@ demo: kind-up ## the main job: kind cluster, images, helm install lastcall, Cons
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
 .PHONY: e2e
-e2e: kind-up ## the full e2e: every scenario on both paths, 3 runs each, controls, preStop sleep baseline, report in out/e2e/
+e2e: kind-up ## the full e2e: every scenario on both paths, 3 runs each, controls, preStop sleep baseline, and the slow-dataplane, faults, callers and keep-alive-race suites; report in out/e2e/
 	@rc=0; go test $(E2E_FLAGS) ./e2e/rollout/ -args -ginkgo.v || rc=$$?; \
 	if [[ $(E2E_DOWN) == 1 ]]; then hack/kind-down.sh; fi; exit $$rc
 
