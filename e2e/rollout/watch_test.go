@@ -84,10 +84,11 @@ func (w *podWatch) observe(obj any, gone bool) {
 		// grace 0, which moves the deletionTimestamp to that moment
 		st.killAt = p.DeletionTimestamp.Time
 	}
-	if t := appTerminated(p); t != nil && st.finished.IsZero() {
-		st.finished, st.exitCode = t.FinishedAt.Time, &t.ExitCode
+	term := appTerminated(p)
+	if term != nil && st.finished.IsZero() {
+		st.finished, st.exitCode = term.FinishedAt.Time, &term.ExitCode
 	}
-	if st.exited.IsZero() && !st.deleted.IsZero() && (gone || appTerminated(p) != nil) {
+	if st.exited.IsZero() && !st.deleted.IsZero() && (gone || term != nil) {
 		st.exited = now
 		w.lastChange = now
 	}
