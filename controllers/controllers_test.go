@@ -131,31 +131,45 @@ func managedPod(t *testing.T, c client.Client, ns, name, ip string, finalizers .
 // EndpointSlice that lists it.
 func listedPod(t *testing.T, c client.Client, ns, name, ip string, labels map[string]string, finalizers ...string) *corev1.Pod {
 	t.Helper()
+	pod := runningPod(t, c, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Finalizers: finalizers, Labels: labels,
+		Annotations: map[string]string{managed.ServiceAnnotation(consul.Name): "web", managed.ServiceAnnotation("mem"): "web"}}}, ip)
+	listInSlice(t, c, pod)
+	return pod
+}
+
+// runningPod creates pod with one container, the readiness gate and the IP.
+func runningPod(t *testing.T, c client.Client, pod *corev1.Pod, ip string) *corev1.Pod {
+	t.Helper()
 	ctx := context.Background()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Finalizers: finalizers, Labels: labels,
-			Annotations: map[string]string{managed.ServiceAnnotation(consul.Name): "web", managed.ServiceAnnotation("mem"): "web"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}},
-			ReadinessGates: []corev1.PodReadinessGate{{ConditionType: managed.Gate}}},
-	}
+	pod.Spec = corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:1"}},
+		ReadinessGates: []corev1.PodReadinessGate{{ConditionType: managed.Gate}}}
 	if err := c.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
+	// A patch, not an update: the gate may already have written its condition.
+	orig := pod.DeepCopy()
 	pod.Status.PodIP = ip
 	pod.Status.PodIPs = []corev1.PodIP{{IP: ip}}
-	if err := c.Status().Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name + "-" + strings.ReplaceAll(ip, ".", "-"), Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)},
-			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: name, UID: pod.UID}}},
-	}
-	if err := c.Create(ctx, slice); err != nil {
+	if err := c.Status().Patch(ctx, pod, client.MergeFrom(orig)); err != nil {
 		t.Fatal(err)
 	}
 	return pod
+}
+
+// listInSlice creates an EndpointSlice that lists the pod, not ready, as the EndpointSlice
+// controller would (envtest runs none).
+func listInSlice(t *testing.T, c client.Client, pod *corev1.Pod) {
+	t.Helper()
+	ip := pod.Status.PodIP
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name + "-" + strings.ReplaceAll(ip, ".", "-"), Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}}},
+	}
+	if err := c.Create(context.Background(), slice); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // consulID is the pod's instance ID: unique across the tests that share the agent.

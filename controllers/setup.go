@@ -75,6 +75,8 @@ func CacheOptions() cache.Options {
 			&corev1.Namespace{}:   {Transform: managed.CachedNamespace},
 			// Slices cannot be selected by the pods they list: all are cached, slimmed.
 			&discoveryv1.EndpointSlice{}: {Transform: slimSlice},
+			// Services tell the gate which pods EndpointSlices will list: selector and type only.
+			&corev1.Service{}: {Transform: slimService},
 			// Nodes are read (only with the dataplane fan-in) to name the nodes that have no
 			// agent: name and Ready condition only.
 			&corev1.Node{}: {Transform: dataplane.SlimNode},
@@ -83,12 +85,15 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// managerKube offers registries the manager's API access and its cache of EndpointSlices.
+// managerKube offers registries the manager's API access and its cache of EndpointSlices and
+// Services.
 type managerKube struct{ mgr ctrl.Manager }
 
 func (k managerKube) RESTConfig() *rest.Config { return k.mgr.GetConfig() }
 
 func (k managerKube) EndpointSlices() endpoints.Slices { return cachedSlices{k.mgr.GetClient()} }
+
+func (k managerKube) Services() endpoints.Services { return cachedServices{k.mgr.GetClient()} }
 
 // Leader election, in the controller's own namespace:
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=lastcall-system,resources=leases,verbs=get;list;watch;create;update;patch;delete

@@ -19,6 +19,9 @@ type Instance struct {
 	Ports     []int32
 	// Service is the registry-level service name (Consul service name), when known.
 	Service string
+	// Labels are the pod's labels, when known: registries that list only the pods something
+	// selects (EndpointSlices) read them.
+	Labels map[string]string
 }
 
 func (in Instance) String() string {

@@ -13,7 +13,10 @@ import (
 
 // Reasons of the condition, one per branch.
 const (
-	ReasonVisible         = "Visible"
+	ReasonVisible = "Visible"
+	// ReasonUnlisted opens the gate for a pod that none of its registries will ever list
+	// (EndpointSlices alone, and no Service selects the pod): nothing to wait for.
+	ReasonUnlisted        = "Unlisted"
 	ReasonNotVisible      = "NotVisible"
 	ReasonRegistryError   = "RegistryError"
 	ReasonInvalidSettings = "InvalidSettings"
@@ -26,6 +29,9 @@ type Check struct {
 	Registry string
 	Visible  bool
 	Err      error
+	// Unlisted says why the registry will never list the pod (EndpointSlices: no Service
+	// selects it); such a registry does not hold the gate.
+	Unlisted string
 }
 
 // Verdict is the condition the pod should carry, and whether to look again later.
@@ -47,11 +53,13 @@ func Decide(pod *corev1.Pod, settingsErr error, checks []Check) Verdict {
 	case pod.Status.PodIP == "":
 		return Verdict{corev1.ConditionFalse, ReasonNoPodIP, "pod has no IP yet", false}
 	}
-	var failed, hidden, shown []string
+	var failed, hidden, shown, unlisted []string
 	for _, c := range checks {
 		switch {
 		case c.Err != nil:
 			failed = append(failed, fmt.Sprintf("%s: %v", c.Registry, c.Err))
+		case c.Unlisted != "":
+			unlisted = append(unlisted, fmt.Sprintf("%s: %s", c.Registry, c.Unlisted))
 		case !c.Visible:
 			hidden = append(hidden, c.Registry)
 		default:
@@ -63,6 +71,10 @@ func Decide(pod *corev1.Pod, settingsErr error, checks []Check) Verdict {
 		return Verdict{corev1.ConditionFalse, ReasonRegistryError, "cannot tell whether callers can find the pod: " + strings.Join(failed, "; "), true}
 	case len(hidden) > 0:
 		return Verdict{corev1.ConditionFalse, ReasonNotVisible, "not yet visible in " + strings.Join(hidden, ", "), true}
+	case len(shown) == 0 && len(unlisted) > 0:
+		return Verdict{corev1.ConditionTrue, ReasonUnlisted, "no registry will list the pod, nothing to wait for (" + strings.Join(unlisted, "; ") + ")", false}
+	case len(unlisted) > 0:
+		return Verdict{corev1.ConditionTrue, ReasonVisible, "callers can find the pod in " + strings.Join(shown, ", ") + " (" + strings.Join(unlisted, "; ") + ")", false}
 	default:
 		return Verdict{corev1.ConditionTrue, ReasonVisible, "callers can find the pod in " + strings.Join(shown, ", "), false}
 	}

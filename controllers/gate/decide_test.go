@@ -23,10 +23,13 @@ func TestDecide(t *testing.T) {
 		retry       bool
 		mention     string
 	}{
-		{"all visible", running, nil, []Check{{"endpoints", true, nil}, {"consul", true, nil}}, corev1.ConditionTrue, ReasonVisible, false, "endpoints, consul"},
-		{"consul not passing yet", running, nil, []Check{{"endpoints", true, nil}, {"consul", false, nil}}, corev1.ConditionFalse, ReasonNotVisible, true, "consul"},
-		{"error wins over hidden", running, nil, []Check{{"endpoints", false, nil}, {"consul", false, errors.New("connection refused")}}, corev1.ConditionFalse, ReasonRegistryError, true, "connection refused"},
-		{"deleting closes the gate whatever the registries say", deleting, nil, []Check{{"endpoints", true, nil}}, corev1.ConditionFalse, ReasonTerminating, false, "deleted"},
+		{"all visible", running, nil, []Check{{Registry: "endpoints", Visible: true}, {Registry: "consul", Visible: true}}, corev1.ConditionTrue, ReasonVisible, false, "endpoints, consul"},
+		{"consul not passing yet", running, nil, []Check{{Registry: "endpoints", Visible: true}, {Registry: "consul"}}, corev1.ConditionFalse, ReasonNotVisible, true, "consul"},
+		{"error wins over hidden", running, nil, []Check{{Registry: "endpoints"}, {Registry: "consul", Err: errors.New("connection refused")}}, corev1.ConditionFalse, ReasonRegistryError, true, "connection refused"},
+		{"deleting closes the gate whatever the registries say", deleting, nil, []Check{{Registry: "endpoints", Visible: true}}, corev1.ConditionFalse, ReasonTerminating, false, "deleted"},
+		{"no Service selects the pod: nothing to wait for", running, nil, []Check{{Registry: "endpoints", Unlisted: "no Service selects the pod"}}, corev1.ConditionTrue, ReasonUnlisted, false, "no Service selects"},
+		{"an unlisted registry leaves the gate to the others", running, nil, []Check{{Registry: "endpoints", Unlisted: "no Service selects the pod"}, {Registry: "consul"}}, corev1.ConditionFalse, ReasonNotVisible, true, "consul"},
+		{"visible where listed, unlisted named", running, nil, []Check{{Registry: "endpoints", Unlisted: "no Service selects the pod"}, {Registry: "consul", Visible: true}}, corev1.ConditionTrue, ReasonVisible, false, "no Service selects"},
 		{"bad settings", running, errors.New("annotation lastcall.dev/registries: bad"), nil, corev1.ConditionFalse, ReasonInvalidSettings, false, "lastcall.dev/registries"},
 		{"no IP yet", &corev1.Pod{}, nil, nil, corev1.ConditionFalse, ReasonNoPodIP, false, "no IP"},
 	}

@@ -40,6 +40,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the reconciler for pods that carry the gate.
@@ -94,18 +95,40 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
+// selective is offered by registries that list only some pods: EndpointSlices list the pods a
+// Service selects.
+type selective interface {
+	Selected(ctx context.Context, in registry.Instance) (bool, error)
+}
+
 func (r *Reconciler) check(ctx context.Context, pod *corev1.Pod, s managed.Settings) []Check {
 	checks := make([]Check, 0, len(s.Registries))
 	for _, name := range s.Registries {
-		c := Check{Registry: name}
-		if reg := r.Registries[name]; reg == nil {
-			c.Err = fmt.Errorf("registry %s is not configured in lastcall-controller", name)
-		} else {
-			c.Visible, c.Err = reg.Visible(ctx, s.Instance(pod, name))
-		}
-		checks = append(checks, c)
+		checks = append(checks, r.checkOne(ctx, r.Registries[name], name, s.Instance(pod, name)))
 	}
 	return checks
+}
+
+func (r *Reconciler) checkOne(ctx context.Context, reg registry.Registry, name string, in registry.Instance) Check {
+	c := Check{Registry: name}
+	if reg == nil {
+		c.Err = fmt.Errorf("registry %s is not configured in lastcall-controller", name)
+		return c
+	}
+	if c.Visible, c.Err = reg.Visible(ctx, in); c.Err != nil || c.Visible {
+		return c
+	}
+	// Not listed yet: waiting only makes sense if the registry will ever list the pod.
+	if sel, ok := reg.(selective); ok {
+		selected, err := sel.Selected(ctx, in)
+		switch {
+		case err != nil:
+			c.Err = err
+		case !selected:
+			c.Unlisted = "no Service selects the pod"
+		}
+	}
+	return c
 }
 
 // patch writes the condition when it changed; a strategic merge keys conditions by type, so the

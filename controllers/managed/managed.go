@@ -97,7 +97,7 @@ func SettingsOf(annotations map[string]string, table []registry.Adapter) (Settin
 
 // Instance is the pod as the named registry knows it.
 func (s Settings) Instance(pod *corev1.Pod, registryName string) registry.Instance {
-	return registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP, Service: s.Services[registryName]}
+	return registry.Instance{Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), IP: pod.Status.PodIP, Service: s.Services[registryName], Labels: pod.Labels}
 }
 
 // GateCondition returns the pod's registration condition, or nil.

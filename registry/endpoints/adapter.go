@@ -77,6 +77,9 @@ func (o *Options) New(env registry.Env) (registry.Registry, error) {
 	} else {
 		cfg.Client = Dynamic{Client: dyn}
 	}
+	if svc, ok := env.Kube.(ServiceSource); ok {
+		cfg.Services = svc.Services()
+	}
 	if env.Binary == registry.PreStop {
 		// lastcall-prestop follows its own pod for lastcall-node's confirmation.
 		cfg.Pods = DynamicPods{Client: dyn}

@@ -24,8 +24,11 @@ type Config struct {
 	Settle time.Duration
 	// Pods, when set, lets the wait end on the pod's DataplaneCondition (lastcall-node's
 	// per-node confirmation) instead of on Settle; Settle stays the fallback.
-	Pods   Pods
-	Logger *slog.Logger
+	Pods Pods
+	// Services, when set, lets Selected tell a pod that no Service selects (the controller's
+	// registration gate does not wait for such a pod to appear in EndpointSlices).
+	Services Services
+	Logger   *slog.Logger
 }
 
 // Registry implements registry.Registry on EndpointSlices.
