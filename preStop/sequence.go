@@ -17,12 +17,12 @@ type Drainer interface {
 // Deps are the parts Run drives. Nil fields are skipped.
 type Deps struct {
 	Registries []registry.Registry
-	// KillAt reads the pod's deletionTimestamp (nil when the pod is not being deleted); nil
-	// without access to the Kubernetes API.
-	KillAt func(ctx context.Context) (*time.Time, error)
-	App    Drainer
-	Meter  Meter
-	Log    *slog.Logger
+	// Deletion reads the pod's deletionTimestamp and grace period (nil when the pod is not being
+	// deleted); nil without access to the Kubernetes API.
+	Deletion func(ctx context.Context) (*Deletion, error)
+	App      Drainer
+	Meter    Meter
+	Log      *slog.Logger
 }
 
 // Timing is the part of Config that shapes the sequence.
@@ -90,17 +90,17 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 	var res Result
 
 	// 1. Budget.
-	var killAt *time.Time
-	if d.KillAt != nil {
+	var del *Deletion
+	if d.Deletion != nil {
 		kctx, cancel := context.WithTimeout(ctx, min(killAtTimeout, t.MaxWait/4))
-		k, err := d.KillAt(kctx)
+		k, err := d.Deletion(kctx)
 		cancel()
 		if err != nil {
 			log.WarnContext(ctx, "pod unreadable, budget from --max-wait", "err", err)
 		}
-		killAt = k
+		del = k
 	}
-	res.Budget, res.BudgetSource = Budget(start, killAt, t.Reserve, t.MaxWait)
+	res.Budget, res.BudgetSource = Budget(start, del, t.Reserve, t.MaxWait)
 	deadline := start.Add(res.Budget)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()

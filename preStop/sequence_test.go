@@ -81,8 +81,8 @@ func registered(name string, b memory.Behaviour) *memory.Registry {
 	return r
 }
 
-func killIn(d time.Duration) func(context.Context) (*time.Time, error) {
-	return func(context.Context) (*time.Time, error) { t := time.Now().Add(d); return &t, nil }
+func killIn(d time.Duration) func(context.Context) (*Deletion, error) {
+	return func(context.Context) (*Deletion, error) { return &Deletion{KillAt: time.Now().Add(d)}, nil }
 }
 
 func TestRunOutcomes(t *testing.T) {
@@ -90,7 +90,7 @@ func TestRunOutcomes(t *testing.T) {
 	tests := []struct {
 		name       string
 		regs       func(t *testing.T) []registry.Registry
-		killAt     func(context.Context) (*time.Time, error)
+		killAt     func(context.Context) (*Deletion, error)
 		wantBudget time.Duration
 		wantSource string
 		want       []string // outcome per registry
@@ -148,14 +148,14 @@ func TestRunOutcomes(t *testing.T) {
 		{
 			name:       "API error: budget from max-wait",
 			regs:       func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate)} },
-			killAt:     func(context.Context) (*time.Time, error) { return nil, errors.New("connection refused") },
+			killAt:     func(context.Context) (*Deletion, error) { return nil, errors.New("connection refused") },
 			wantBudget: timing.MaxWait, wantSource: FromMaxWait,
 			want: []string{Confirmed}, elapsed: timing.Quiet,
 		},
 		{
 			name: "API hangs: budget from max-wait after a bounded read",
 			regs: func(*testing.T) []registry.Registry { return []registry.Registry{registered("a", memory.Immediate)} },
-			killAt: func(ctx context.Context) (*time.Time, error) {
+			killAt: func(ctx context.Context) (*Deletion, error) {
 				<-ctx.Done()
 				return nil, ctx.Err()
 			},
@@ -174,7 +174,7 @@ func TestRunOutcomes(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				regs := tt.regs(t)
 				start := time.Now()
-				res := Run(context.Background(), timing, pod, Deps{Registries: regs, KillAt: tt.killAt, Meter: &meter{moving: 1}})
+				res := Run(context.Background(), timing, pod, Deps{Registries: regs, Deletion: tt.killAt, Meter: &meter{moving: 1}})
 				elapsed := time.Since(start)
 				if res.BudgetSource != tt.wantSource || res.Budget != tt.wantBudget {
 					t.Errorf("budget = %s from %s, want %s from %s", res.Budget, res.BudgetSource, tt.wantBudget, tt.wantSource)
@@ -330,7 +330,7 @@ func TestRunWaitConnections(t *testing.T) {
 	tests := []struct {
 		name     string
 		timing   Timing
-		killAt   func(context.Context) (*time.Time, error)
+		killAt   func(context.Context) (*Deletion, error)
 		meter    Meter
 		elapsed  time.Duration
 		wantOpen int
@@ -380,7 +380,7 @@ func TestRunWaitConnections(t *testing.T) {
 				var buf bytes.Buffer
 				log := slog.New(slog.NewJSONHandler(&buf, nil))
 				start := time.Now()
-				res := Run(context.Background(), tt.timing, pod, Deps{KillAt: tt.killAt, Meter: tt.meter, Log: log})
+				res := Run(context.Background(), tt.timing, pod, Deps{Deletion: tt.killAt, Meter: tt.meter, Log: log})
 				if el := time.Since(start); el != tt.elapsed {
 					t.Errorf("returned after %s, want %s (budget %s)", el, tt.elapsed, res.Budget)
 				}

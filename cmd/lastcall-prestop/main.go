@@ -99,7 +99,7 @@ func buildDeps(cfg prestop.Config, log *slog.Logger) (prestop.Deps, error) {
 			errs = append(errs, fmt.Errorf("kubernetes API client: %w", err))
 		} else {
 			kube = registry.KubeOf(rc)
-			d.KillAt = killAt(md, cfg.PodNamespace, cfg.PodName)
+			d.Deletion = deletion(md, cfg.PodNamespace, cfg.PodName)
 		}
 	}
 	regs, err := cfg.Set.Build(cfg.Env(kube, log), cfg.Registries)
@@ -124,9 +124,10 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 var podResource = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 
-// killAt reads only the pod's metadata: deletionTimestamp is when the kubelet sends SIGKILL.
-func killAt(client metadata.Interface, ns, name string) func(context.Context) (*time.Time, error) {
-	return func(ctx context.Context) (*time.Time, error) {
+// deletion reads only the pod's metadata: deletionTimestamp is when the kubelet sends SIGKILL,
+// deletionGracePeriodSeconds the grace period that set it.
+func deletion(client metadata.Interface, ns, name string) func(context.Context) (*prestop.Deletion, error) {
+	return func(ctx context.Context) (*prestop.Deletion, error) {
 		if name == "" {
 			return nil, errors.New("POD_NAME is not set: cannot read the pod's deletionTimestamp")
 		}
@@ -137,8 +138,11 @@ func killAt(client metadata.Interface, ns, name string) func(context.Context) (*
 		if pod.DeletionTimestamp == nil {
 			return nil, nil
 		}
-		t := pod.DeletionTimestamp.Time
-		return &t, nil
+		d := &prestop.Deletion{KillAt: pod.DeletionTimestamp.Time}
+		if g := pod.DeletionGracePeriodSeconds; g != nil {
+			d.Grace = time.Duration(*g) * time.Second
+		}
+		return d, nil
 	}
 }
 

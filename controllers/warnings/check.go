@@ -92,8 +92,7 @@ func Check(w Workload, drain prestop.Drain) []Finding {
 	if grace < budget+reserve {
 		// what lastcall-prestop will do with it: the same function, from the deletion
 		var t0 time.Time
-		killAt := t0.Add(grace)
-		drainShare, _ := prestop.Budget(t0, &killAt, reserve, budget)
+		drainShare, _ := prestop.Budget(t0, &prestop.Deletion{KillAt: t0.Add(grace), Grace: grace}, reserve, budget)
 		out = append(out, Finding{GraceTooShort, fmt.Sprintf(
 			"terminationGracePeriodSeconds is %s, shorter than the drain budget %s plus the reserve %s: lastcall-prestop shares it in proportion (drain %s, app %s), which may cut either short; raise it to at least %d",
 			grace, budget, reserve, drainShare, grace-drainShare, int((budget+reserve+time.Second-1)/time.Second))})
