@@ -46,6 +46,9 @@ type Report struct {
 	// TookMs is how long the helper ran, BudgetMs how long it was allowed to.
 	TookMs   int64 `json:"tookMs"`
 	BudgetMs int64 `json:"budgetMs"`
+	// CPUMs is the CPU time (user + system) the helper's process used, in whole milliseconds;
+	// nil when unknown.
+	CPUMs *int64 `json:"cpuMs,omitempty"`
 }
 
 // ReportOf is the report of a drain.
@@ -57,6 +60,10 @@ func ReportOf(res Result) Report {
 	if res.OpenKnown {
 		n := res.OpenConnections
 		r.Open = &n
+	}
+	if res.CPUKnown {
+		ms := res.CPU.Milliseconds()
+		r.CPUMs = &ms
 	}
 	return r
 }
@@ -89,7 +96,7 @@ func ParseReport(message string) (r Report, ok bool) {
 	if json.Unmarshal([]byte(line), &r) != nil {
 		return Report{}, false
 	}
-	if (r.Open != nil && *r.Open < 0) || r.QuietMs < 0 || r.TookMs < 0 || r.BudgetMs < 0 {
+	if (r.Open != nil && *r.Open < 0) || (r.CPUMs != nil && *r.CPUMs < 0) || r.QuietMs < 0 || r.TookMs < 0 || r.BudgetMs < 0 {
 		return Report{}, false
 	}
 	return r, true

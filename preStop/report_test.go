@@ -15,7 +15,7 @@ import (
 )
 
 func TestParseReport(t *testing.T) {
-	full := Report{Open: ptr.To(2), QuietMs: 1200, QuietWhy: QuietTraffic, Quiet: true, TookMs: 3456, BudgetMs: 20000}
+	full := Report{Open: ptr.To(2), QuietMs: 1200, QuietWhy: QuietTraffic, Quiet: true, TookMs: 3456, BudgetMs: 20000, CPUMs: ptr.To[int64](37)}
 	line := full.Line()
 	tests := []struct {
 		name    string
@@ -40,6 +40,7 @@ func TestParseReport(t *testing.T) {
 		{"JSON but not an object", ReportMarker + "null\n", Report{}, false},
 		{"an object without the helper's fields", ReportMarker + "{}\n", Report{}, false},
 		{"wrong types", ReportMarker + `{"open":"two","tookMs":5,"budgetMs":6}`, Report{}, false},
+		{"negative CPU", ReportMarker + `{"cpuMs":-3,"tookMs":5,"budgetMs":6}`, Report{}, false},
 		{"negative count", ReportMarker + `{"open":-1,"tookMs":5,"budgetMs":6}`, Report{}, false},
 		{"marker without a space", strings.TrimSpace(ReportMarker) + `{"tookMs":5,"budgetMs":6}`, Report{}, false},
 	}
@@ -57,15 +58,15 @@ func equalReports(a, b Report) bool { return a.Line() == b.Line() }
 
 func TestReportOf(t *testing.T) {
 	res := Result{Budget: 20 * time.Second, FellBack: true, Quiet: true, QuietWindow: QuietChoice{Window: 1500 * time.Millisecond, Reason: QuietTraffic},
-		OpenConnections: 3, OpenKnown: true, Elapsed: 4321 * time.Millisecond}
+		OpenConnections: 3, OpenKnown: true, Elapsed: 4321 * time.Millisecond, CPU: 42 * time.Millisecond, CPUKnown: true}
 	line := ReportOf(res).Line()
-	want := ReportMarker + `{"open":3,"quietMs":1500,"quietWhy":"traffic","quiet":true,"fellBack":true,"tookMs":4321,"budgetMs":20000}` + "\n"
+	want := ReportMarker + `{"open":3,"quietMs":1500,"quietWhy":"traffic","quiet":true,"fellBack":true,"tookMs":4321,"budgetMs":20000,"cpuMs":42}` + "\n"
 	if line != want {
 		t.Errorf("line\n %s want\n %s", line, want)
 	}
-	res.OpenConnections, res.OpenKnown = 0, false
-	if r := ReportOf(res); r.Open != nil {
-		t.Errorf("open connections unknown, reported %d", *r.Open)
+	res.OpenConnections, res.OpenKnown, res.CPUKnown = 0, false, false
+	if r := ReportOf(res); r.Open != nil || r.CPUMs != nil {
+		t.Errorf("open connections and CPU unknown, reported %v and %v", r.Open, r.CPUMs)
 	}
 	if len(line) > 200 {
 		t.Errorf("line is %d bytes; it shares the kubelet's 4096 bytes with the app's message", len(line))

@@ -73,6 +73,9 @@ type Result struct {
 	OpenConnections int
 	OpenKnown       bool
 	Elapsed         time.Duration
+	// CPU is the CPU time the helper's process used until it returned, if CPUKnown.
+	CPU      time.Duration
+	CPUKnown bool
 }
 
 // killAtTimeout bounds the one API read that sizes the budget; with a hung API server it takes
@@ -171,10 +174,14 @@ func Run(ctx context.Context, t Timing, in registry.Instance, d Deps) Result {
 		res.OpenConnections, res.OpenKnown = traffic.Open()
 	}
 	res.Elapsed = time.Since(start)
+	res.CPU, res.CPUKnown = cpuUsed()
 	attrs := []any{"took", res.Elapsed, "budget", res.Budget, "budgetSource", res.BudgetSource,
 		"fellBack", res.FellBack, "quiet", res.Quiet, "quietWindow", res.QuietWindow.Window, "pod", in.Namespace + "/" + in.Pod}
 	if res.OpenKnown {
 		attrs = append(attrs, "openConnections", res.OpenConnections)
+	}
+	if res.CPUKnown {
+		attrs = append(attrs, "cpu", res.CPU)
 	}
 	for _, r := range res.Registries {
 		attrs = append(attrs, r.Name, r.Outcome)

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
 
 // Path is how the load generator reached the workload.
@@ -140,6 +142,9 @@ type Drain struct {
 	KillAt   time.Time `json:"killAt,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`
 	ExitCode *int32    `json:"exitCode,omitempty"`
+	// Helper is what lastcall-prestop reported in the app container's termination message;
+	// nil without the helper (the control) or when the report was cut.
+	Helper *prestop.Report `json:"helper,omitempty"`
 }
 
 // Sample is the number of ready pods of the workload from T on.

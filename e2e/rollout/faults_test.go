@@ -76,8 +76,11 @@ type faultResult struct {
 	stale      int           // such instances at the end of that wait
 	pastGrace  int
 	longest    time.Duration
-	events     []string // Warning reasons and messages on the Deployment
-	detail     string   // what the fault itself measured
+	// helpers is how many helpers reported, helperCPU the CPU time they used together.
+	helpers   int
+	helperCPU time.Duration
+	events    []string // Warning reasons and messages on the Deployment
+	detail    string   // what the fault itself measured
 	// node-lost: Kubernetes deleting the lost pods → Consul listing none of them; -1 when
 	// either did not happen during the outage
 	afterGiveUp time.Duration
@@ -326,6 +329,10 @@ func runFault(ctx context.Context, fc faultCase, v variant) faultResult {
 		if pastGrace(d, grace) {
 			res.pastGrace++
 		}
+		if d.Helper != nil && d.Helper.CPUMs != nil {
+			res.helpers++
+			res.helperCPU += time.Duration(*d.Helper.CPUMs) * time.Millisecond
+		}
 	}
 	return res
 }
@@ -559,7 +566,8 @@ func faultsMarkdown(results []faultResult) string {
 	b.WriteString("One run per variant and case, under the suite's two-path load. clean = the fault's end → Consul lists no instance of a pod " +
 		"that is gone (\"> 60 s\": some were left, counted in stale); past grace = pods the kubelet killed (exit code 137) or whose app " +
 		"container ended more than 2 s after the deletionTimestamp (the kubelet's record, to the second); longest = the longest drain, " +
-		"deletion → the container's end by the same record.\n")
+		"deletion → the container's end by the same record; helpers' CPU = the CPU time the lastcall-prestop processes used together " +
+		"(from their reports in the termination messages; how many reported).\n")
 	var order []string
 	byCase := map[string][]faultResult{}
 	for _, r := range results {
@@ -571,8 +579,8 @@ func faultsMarkdown(results []faultResult) string {
 	for _, name := range order {
 		i := slices.IndexFunc(faultCases, func(c faultCase) bool { return c.name == name })
 		fmt.Fprintf(&b, "\n### %s\n\n%s.\n\n", name, faultCases[i].about)
-		b.WriteString("| variant | requests (service / consul) | failed (service / consul) | failures by class | fault | clean | stale | past grace | longest | Warnings |\n" +
-			"| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		b.WriteString("| variant | requests (service / consul) | failed (service / consul) | failures by class | fault | clean | stale | past grace | longest | helpers' CPU | Warnings |\n" +
+			"| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 		for _, r := range byCase[name] {
 			var req, failed [2]int
 			classes := map[report.Outcome]int{}
@@ -601,8 +609,12 @@ func faultsMarkdown(results []faultResult) string {
 				reason, _, _ := strings.Cut(e, ":")
 				reasons = append(reasons, reason)
 			}
-			fmt.Fprintf(&b, "| %s | %d / %d | %d / %d | %s | %s | %s | %d | %d | %s | %s |\n", r.run.Variant, req[0], req[1], failed[0], failed[1],
-				strings.Join(cls, " "), short(r.end.Sub(r.start)), clean, r.stale, r.pastGrace, short(r.longest), strings.Join(slices.Compact(reasons), ", "))
+			cpu := "–"
+			if r.helpers > 0 {
+				cpu = fmt.Sprintf("%s (%d)", r.helperCPU.Round(10*time.Millisecond), r.helpers)
+			}
+			fmt.Fprintf(&b, "| %s | %d / %d | %d / %d | %s | %s | %s | %d | %d | %s | %s | %s |\n", r.run.Variant, req[0], req[1], failed[0], failed[1],
+				strings.Join(cls, " "), short(r.end.Sub(r.start)), clean, r.stale, r.pastGrace, short(r.longest), cpu, strings.Join(slices.Compact(reasons), ", "))
 		}
 		for _, r := range byCase[name] {
 			if r.detail != "" {

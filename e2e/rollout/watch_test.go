@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lastcall-dev/lastcall/e2e/report"
+	prestop "github.com/lastcall-dev/lastcall/preStop"
 )
 
 // podWatch follows a workload's pods through an informer and timestamps what the report needs
@@ -34,6 +35,7 @@ type podState struct {
 	deleted, exited  time.Time
 	killAt, finished time.Time // the pod's deletionTimestamp, the app container's finishedAt
 	exitCode         *int32
+	helper           *prestop.Report // from the app container's termination message
 	ready            bool
 }
 
@@ -87,6 +89,9 @@ func (w *podWatch) observe(obj any, gone bool) {
 	term := appTerminated(p)
 	if term != nil && st.finished.IsZero() {
 		st.finished, st.exitCode = term.FinishedAt.Time, &term.ExitCode
+		if r, ok := prestop.ParseReport(term.Message); ok {
+			st.helper = &r
+		}
 	}
 	if st.exited.IsZero() && !st.deleted.IsZero() && (gone || term != nil) {
 		st.exited = now
@@ -159,7 +164,7 @@ func (w *podWatch) drains(since time.Time) ([]report.Drain, []report.Sample, tim
 	for _, s := range w.pods {
 		if !s.deleted.IsZero() && !s.exited.IsZero() && !s.deleted.Before(since) {
 			out = append(out, report.Drain{Pod: s.name, Deleted: s.deleted, Exited: s.exited,
-				KillAt: s.killAt, Finished: s.finished, ExitCode: s.exitCode})
+				KillAt: s.killAt, Finished: s.finished, ExitCode: s.exitCode, Helper: s.helper})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Deleted.Before(out[j].Deleted) })
