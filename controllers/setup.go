@@ -77,8 +77,8 @@ func CacheOptions() cache.Options {
 			&discoveryv1.EndpointSlice{}: {Transform: slimSlice},
 			// Services tell the gate which pods EndpointSlices will list: selector and type only.
 			&corev1.Service{}: {Transform: slimService},
-			// Nodes are read (only with the dataplane fan-in) to name the nodes that have no
-			// agent: name and Ready condition only.
+			// Nodes are read (with the dataplane fan-in) to name the nodes that have no agent, and
+			// (in image-volume mode) by the webhook for their runtimes: name, Ready, runtime only.
 			&corev1.Node{}: {Transform: dataplane.SlimNode},
 		},
 		DefaultTransform: cache.TransformStripManagedFields(),

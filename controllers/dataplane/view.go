@@ -148,7 +148,7 @@ func nodeReady(n corev1.Node) bool {
 	return false
 }
 
-// SlimNode keeps only a Node's name and Ready condition in the manager's cache: about 300 bytes
+// SlimNode keeps only a Node's name, Ready condition and container runtime in the manager's cache: about 300 bytes
 // per node instead of the 10 to 50 KB of a full Node (images, addresses, capacity), so under
 // 1 MB at 1,000 nodes. The informer still receives every Node update (the kubelet's status
 // updates, minutes apart since heartbeats moved to Leases); it just does not keep them.
@@ -160,6 +160,8 @@ func SlimNode(obj any) (any, error) {
 	out := &corev1.Node{
 		TypeMeta:   n.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion},
+		// the injection webhook's image-volume mode checks the runtime
+		Status: corev1.NodeStatus{NodeInfo: corev1.NodeSystemInfo{ContainerRuntimeVersion: n.Status.NodeInfo.ContainerRuntimeVersion}},
 	}
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {

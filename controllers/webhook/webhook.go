@@ -50,9 +50,10 @@ type Config struct {
 
 // Webhook is the server and what keeps its certificate.
 type Webhook struct {
-	cfg    Config
-	certs  *Certs
-	server webhook.Server
+	cfg      Config
+	certs    *Certs
+	server   webhook.Server
+	injector *Injector
 }
 
 // New builds the webhook; pass Server() as the manager's WebhookServer, then call Setup.
@@ -76,14 +77,15 @@ func newWebhook(client kubernetes.Interface, cfg Config, log logr.Logger, wrap f
 			c.MinVersion = tls.VersionTLS12
 		}},
 	})
-	var h http.Handler = &admission.Webhook{Handler: &Injector{Options: cfg.Inject}, LogConstructor: func(logr.Logger, *admission.Request) logr.Logger {
+	injector := &Injector{Options: cfg.Inject}
+	var h http.Handler = &admission.Webhook{Handler: injector, LogConstructor: func(logr.Logger, *admission.Request) logr.Logger {
 		return log.WithName("inject")
 	}}
 	if wrap != nil {
 		h = wrap(h)
 	}
 	server.Register(Path, h)
-	return &Webhook{cfg: cfg, certs: certs, server: server}, nil
+	return &Webhook{cfg: cfg, certs: certs, server: server, injector: injector}, nil
 }
 
 // Server is the HTTPS server, for ctrl.Options.WebhookServer.
@@ -101,6 +103,10 @@ func (w *Webhook) Setup(mgr ctrl.Manager) error {
 		}
 	}
 	// the manager runs its webhook server only once asked for it
+	if w.cfg.Inject.Mode == inject.ModeImageVolume {
+		// set before the manager starts the server: no admission reads it earlier
+		w.injector.Runtimes = &nodeRuntimes{reader: mgr.GetClient(), now: time.Now}
+	}
 	if mgr.GetWebhookServer() != w.server {
 		return errors.New("the manager's WebhookServer is not this webhook's: pass Server() in ctrl.Options")
 	}
@@ -113,6 +119,15 @@ const (
 	outcomeUnchanged = "unchanged"
 	outcomeIgnored   = "ignored"
 )
+
+var fallbacks = func() prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lastcall_webhook_image_volume_fallbacks_total",
+		Help: "Pods injected with the init container although --inject-mode is image-volume, because a node's container runtime cannot mount image volumes (or the nodes could not be read).",
+	})
+	metrics.Registry.MustRegister(c)
+	return c
+}()
 
 var admissions = func() *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -129,11 +144,19 @@ var admissions = func() *prometheus.CounterVec {
 // Injector answers admission requests for pods.
 type Injector struct {
 	Options inject.Options
+	// Runtimes, when set, is asked before injecting in image-volume mode; nil trusts the mode.
+	Runtimes Runtimes
+}
+
+// Runtimes tells whether some node's container runtime cannot mount image volumes.
+type Runtimes interface {
+	// Blocker names such a node ("" when there is none), or why the nodes could not be read.
+	Blocker(ctx context.Context) string
 }
 
 // Handle injects a pod being created. It always allows the pod: a pod that cannot be injected
 // is created as written, with a warning saying why.
-func (h *Injector) Handle(_ context.Context, req admission.Request) (resp admission.Response) {
+func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
 	defer func() {
 		// an explicit denial would block the pod whatever failurePolicy says: never answer one
 		if r := recover(); r != nil {
@@ -150,7 +173,11 @@ func (h *Injector) Handle(_ context.Context, req admission.Request) (resp admiss
 		admissions.WithLabelValues(outcomeIgnored).Inc()
 		return admission.Allowed("").WithWarnings(fmt.Sprintf("%s: pod not injected: cannot decode it: %v", inject.Label, err))
 	}
-	res := inject.Pod(&pod, h.Options)
+	opts, fellBack := h.options(ctx)
+	res := inject.Pod(&pod, opts)
+	if res.Changed && fellBack != "" {
+		res.Warnings = append(res.Warnings, fellBack)
+	}
 	if !res.Changed {
 		admissions.WithLabelValues(outcomeUnchanged).Inc()
 		return admission.Allowed("").WithWarnings(res.Warnings...)
@@ -170,4 +197,21 @@ func (h *Injector) Handle(_ context.Context, req admission.Request) (resp admiss
 }
 
 // compile-time check: the handler is controller-runtime's.
+// options are the injection settings for this admission: image-volume mode falls back to an
+// init container while a node's runtime cannot mount image volumes (a pod whose image volume
+// cannot be mounted never starts), with the warning that says so.
+func (h *Injector) options(ctx context.Context) (inject.Options, string) {
+	o := h.Options
+	if o.Mode != inject.ModeImageVolume || h.Runtimes == nil {
+		return o, ""
+	}
+	why := h.Runtimes.Blocker(ctx)
+	if why == "" {
+		return o, ""
+	}
+	o.Mode = inject.ModeInitContainer
+	fallbacks.Inc()
+	return o, fmt.Sprintf("%s: image-volume mode: %s, which cannot mount image volumes (containerd 2.1 or later and CRI-O 1.31 or later can): the helper is copied in by an init container instead", inject.Label, why)
+}
+
 var _ admission.Handler = (*Injector)(nil)
