@@ -137,18 +137,44 @@ func (t *Traffic) Stop(deadline time.Time) {
 
 func (t *Traffic) run(ctx context.Context) {
 	defer close(t.done)
-	tick := time.NewTicker(t.every)
-	defer tick.Stop()
+	tm := time.NewTimer(t.every)
+	defer tm.Stop()
 	for {
+		start := time.Now()
 		if !t.sample(ctx) {
 			return
 		}
+		tm.Reset(t.nextSample() - time.Since(start))
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tm.C:
 		}
 	}
+}
+
+// MaxSampleEvery bounds how far sampling slows down for traffic that pauses long.
+const MaxSampleEvery = time.Second
+
+// nextSample is the time to the next sample (see sampleInterval).
+func (t *Traffic) nextSample() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return sampleInterval(t.every, t.st.hist, t.st.knows)
+}
+
+// sampleInterval is every, or, for a meter that knows when the traffic last moved, a tenth of
+// the window its pauses call for (GapFactor × the longest pause) when that is longer, at most
+// MaxSampleEvery. Fifty pods draining at once each sampled every 100 ms (a socket dump and a GET
+// of the app's status) through windows of 12–17 s. A tenth of the window ends the quiet wait at
+// most 10% late, and cannot lengthen it: with the meter's own time of the last move, a pause is
+// measured as at most two intervals, below the longest pause already seen. A meter that does
+// not know (new connections from /proc) dates moves by the samples, so it keeps every.
+func sampleInterval(every time.Duration, h History, knows bool) time.Duration {
+	if !knows {
+		return every
+	}
+	return max(every, min(GapFactor*h.LongestGap/10, MaxSampleEvery))
 }
 
 // sample takes one sample; false when the meter failed, which ends the sampling.

@@ -2,6 +2,7 @@ package prestop
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -59,10 +60,11 @@ func TestAwaitQuietLastMoveDoesNotHideNewTraffic(t *testing.T) {
 		if err := AwaitQuiet(context.Background(), m, quiet, 5*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
-		// the meter moved at samples 2 to 4 (5, 10, 15 ms in): quiet from 15 ms on (the longest
-		// gap, 25 ms, calls for 75 ms: under --quiet)
-		if el, want := time.Since(start), 15*time.Millisecond+quiet; el != want {
-			t.Errorf("returned after %s, want %s", el, want)
+		// the meter moved at samples 2 to 4, about 15 ms in: quiet from then on (the longest
+		// gap, about 25 ms, calls for 75 ms: under --quiet); with such a gap samples come up to
+		// 7.5 ms apart, so the wait may end up to a tenth of the window late
+		if el, want := time.Since(start), 15*time.Millisecond+quiet; el < want || el > want+quiet/10 {
+			t.Errorf("returned after %s, want %s to %s", el, want, want+quiet/10)
 		}
 	})
 }
@@ -209,4 +211,113 @@ func TestAwaitQuietLearnsTheTrafficsPauses(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestSampleInterval(t *testing.T) {
+	every := 100 * time.Millisecond
+	tests := []struct {
+		name  string
+		gap   time.Duration
+		knows bool
+		want  time.Duration
+	}{
+		{"no pause seen", 0, true, every},
+		{"short pauses keep the base interval", 200 * time.Millisecond, true, every},
+		{"a 2 s pause: a tenth of the 6 s window", 2 * time.Second, true, 600 * time.Millisecond},
+		{"long pauses: at most MaxSampleEvery", 20 * time.Second, true, MaxSampleEvery},
+		{"a meter that dates moves by its samples keeps the base interval", 2 * time.Second, false, every},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sampleInterval(every, History{LongestGap: tt.gap}, tt.knows); got != tt.want {
+				t.Errorf("sampleInterval(%s, gap %s, knows %v) = %s, want %s", every, tt.gap, tt.knows, got, tt.want)
+			}
+		})
+	}
+}
+
+// dated is a scripted meter that knows when it last moved, as sock_diag and the app do, and
+// counts its samples.
+type dated struct {
+	scripted
+	samples int
+}
+
+func (m *dated) Activity(ctx context.Context) (uint64, error) {
+	m.samples++
+	return m.scripted.Activity(ctx)
+}
+
+func (m *dated) LastMoved() time.Time {
+	var last time.Time
+	for _, d := range m.moves {
+		if at := m.start.Add(d); !m.start.IsZero() && !at.After(time.Now()) {
+			last = at
+		}
+	}
+	return last
+}
+
+// Traffic that pauses a second at a time is sampled a tenth of its 3 s window apart, not every
+// 10 ms, and the wait still ends on time: within a tenth of the window after it.
+func TestSamplingSlowsForLongPauses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const every = 10 * time.Millisecond
+		m := &dated{scripted: scripted{moves: []time.Duration{50 * time.Millisecond, 1050 * time.Millisecond, 2050 * time.Millisecond, 3050 * time.Millisecond}}}
+		start := time.Now()
+		tr := Watch(context.Background(), m, every)
+		defer tr.Stop(time.Time{})
+		time.Sleep(1500 * time.Millisecond) // the helper's registry waits: a pause seen
+		c, err := tr.AwaitQuiet(context.Background(), 100*time.Millisecond, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 3050*time.Millisecond + c.Window
+		if el := time.Since(start); c.Window != 3*time.Second || el < want || el > want+c.Window/10 {
+			t.Errorf("returned after %s with a %s window; want %s to %s with 3s", el, c.Window, want, want+c.Window/10)
+		}
+		// every 10 ms would be about 600 samples
+		if m.samples > 150 {
+			t.Errorf("%d samples; want the interval to grow with the pauses", m.samples)
+		}
+	})
+}
+
+// Throttled asks its meter at most once per Every and answers from that sample in between.
+func TestThrottled(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	inner := &countingMeter{}
+	th := &Throttled{Meter: inner, Every: time.Second, Now: func() time.Time { return now }}
+	for i, step := range []struct {
+		advance time.Duration
+		want    uint64
+	}{{0, 1}, {300 * time.Millisecond, 1}, {600 * time.Millisecond, 1}, {200 * time.Millisecond, 2}, {999 * time.Millisecond, 2}, {time.Millisecond, 3}} {
+		now = now.Add(step.advance)
+		got, err := th.Activity(context.Background())
+		if err != nil || got != step.want {
+			t.Errorf("sample %d: %d, %v; want %d", i, got, err, step.want)
+		}
+	}
+	if inner.calls != 3 {
+		t.Errorf("meter asked %d times, want 3", inner.calls)
+	}
+	inner.err = errors.New("gone")
+	now = now.Add(time.Second)
+	if _, err := th.Activity(context.Background()); err == nil {
+		t.Error("a failing meter's error was not passed on")
+	}
+}
+
+// countingMeter moves by one at each call.
+type countingMeter struct {
+	calls int
+	err   error
+}
+
+func (m *countingMeter) Activity(context.Context) (uint64, error) {
+	if m.err != nil {
+		return 0, m.err
+	}
+	m.calls++
+	return uint64(m.calls), nil
 }

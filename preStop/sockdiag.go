@@ -14,6 +14,9 @@ import (
 // TCPConn is one TCP socket as the kernel's sock_diag interface reports it.
 type TCPConn struct {
 	Socket
+	// Family is the socket's address family (afInet, afInet6): an IPv4 caller accepted by a
+	// dual-stack listener is an IPv6 socket.
+	Family uint8
 	// Cookie is the kernel's identity of the socket, never reused: it tells a reused 4-tuple
 	// apart.
 	Cookie uint64
@@ -141,6 +144,7 @@ func parseDiagMsg(m []byte) (TCPConn, error) {
 	default:
 		return c, fmt.Errorf("inet_diag_msg of family %d", family)
 	}
+	c.Family = family
 	c.Local, c.Remote, c.State = netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), state
 	c.Cookie = uint64(ne.Uint32(m[44:])) | uint64(ne.Uint32(m[48:]))<<32
 	c.Inode = uint64(ne.Uint32(m[68:]))
@@ -172,8 +176,12 @@ type SockDiagMeter struct {
 	Ports []int
 	// Skip are ports never taken for serving ports (the app's admin port).
 	Skip []int
-	// Dump lists the namespace's TCP sockets; DumpTCP unless a test says otherwise.
-	Dump func() ([]TCPConn, error)
+	// Dump lists the namespace's TCP sockets of the given families (none: all); DumpTCP unless
+	// a test says otherwise.
+	Dump func(families ...uint8) ([]TCPConn, error)
+	// families are those of the serving ports' listeners, from the first sample on: every
+	// family dumped costs a walk of the host's socket hash table.
+	families []uint8
 
 	prev    map[uint64]uint64 // cookie → bytes received, at the latest sample
 	total   uint64
@@ -190,7 +198,7 @@ func (m *SockDiagMeter) Activity(_ context.Context) (uint64, error) {
 	if dump == nil {
 		dump = DumpTCP
 	}
-	conns, err := dump()
+	conns, err := dump(m.families...)
 	if err != nil {
 		return 0, fmt.Errorf("sock_diag: %w", err)
 	}
@@ -203,6 +211,9 @@ func (m *SockDiagMeter) Activity(_ context.Context) (uint64, error) {
 			socks[i] = c.Socket
 		}
 		m.Ports = ServingPorts(socks, m.Skip...)
+	}
+	if !m.sampled {
+		m.families = listenerFamilies(conns, m.Ports)
 	}
 	cur := make(map[uint64]uint64, len(m.prev))
 	m.open = 0
@@ -239,6 +250,20 @@ func (m *SockDiagMeter) LastMoved() time.Time { return m.last }
 // sample: established, or being accepted. Connections the caller or the app already began to
 // close are not counted.
 func (m *SockDiagMeter) OpenConns() (int, bool) { return m.open, m.sampled }
+
+// listenerFamilies are the address families of the listeners on ports: the sockets they accept
+// have the same family (a Go server on ":8080" listens, and accepts IPv4 callers, as IPv6). None
+// (dump every family) when no listener on ports was seen.
+func listenerFamilies(conns []TCPConn, ports []int) []uint8 {
+	var out []uint8
+	for _, c := range conns {
+		if c.State == tcpListen && slices.Contains(ports, int(c.Local.Port())) && !slices.Contains(out, c.Family) {
+			out = append(out, c.Family)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
 
 func openState(s uint8) bool {
 	return s == tcpEstablished || s == tcpSynRecv || s == tcpNewSynRecv

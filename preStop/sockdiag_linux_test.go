@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -318,4 +320,84 @@ func TestSockDiagMeterOpenConnections(t *testing.T) {
 	}
 	defer out.Close()
 	g.Consistently(open, 100*time.Millisecond, 20*time.Millisecond).Should(gomega.Equal(1))
+}
+
+// A Go server on ":port" listens as IPv6 and accepts IPv4 callers as IPv6 sockets: after its
+// first sample the meter dumps that family alone, and still sees an IPv4 caller's bytes.
+func TestSockDiagMeterDumpsTheListenersFamily(t *testing.T) {
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if ln.Addr().(*net.TCPAddr).IP.To4() != nil {
+		t.Skip("no dual-stack listener here")
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	var asked [][]uint8
+	m := &SockDiagMeter{Ports: []int{port}, Dump: func(families ...uint8) ([]TCPConn, error) {
+		asked = append(asked, families)
+		return DumpTCP(families...)
+	}}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-accepted
+	defer s.Close()
+	before, err := m.Activity(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := m.Activity(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before != 5 {
+		t.Errorf("activity moved by %d, want the IPv4 caller's 5 bytes", after-before)
+	}
+	if len(asked) != 2 || len(asked[0]) != 0 || !slices.Equal(asked[1], []uint8{afInet6}) {
+		t.Errorf("families asked %v, want every family, then IPv6 alone", asked)
+	}
+}
+
+// BenchmarkDumpTCP is the CPU time (user + system: the kernel walks the host's whole
+// established-socket hash table for each family, however few sockets the namespace has) one
+// socket dump costs, for both families and for one.
+//
+//	go test -run '^$' -bench DumpTCP ./preStop/
+func BenchmarkDumpTCP(b *testing.B) {
+	for _, v := range []struct {
+		name     string
+		families []uint8
+	}{{"both-families", nil}, {"ipv6-only", []uint8{afInet6}}} {
+		b.Run(v.name, func(b *testing.B) {
+			before, ok := cpuUsed()
+			if !ok {
+				b.Skip("no CPU time here")
+			}
+			n := 0
+			for b.Loop() {
+				if _, err := DumpTCP(v.families...); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			after, _ := cpuUsed()
+			b.ReportMetric(float64((after-before)/time.Microsecond)/float64(n), "cpu-µs/dump")
+		})
+	}
 }

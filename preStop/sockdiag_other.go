@@ -5,6 +5,6 @@ package prestop
 import "errors"
 
 // DumpTCP is Linux only: elsewhere SockDiagMeter fails and the caller falls back.
-func DumpTCP() ([]TCPConn, error) {
+func DumpTCP(...uint8) ([]TCPConn, error) {
 	return nil, errors.New("sock_diag is Linux only")
 }

@@ -79,7 +79,7 @@ func TestParseDiagMessages(t *testing.T) {
 		{
 			name: "IPv4 established with tcp_info, then done",
 			data: slices.Concat(diagMsg(1, v4("10.0.0.7:8080"), v4("10.0.0.9:50000"), tcpEstablished, 1<<40|7, full, 1234, 250), nlMsg(nlmsgDone, 1, make([]byte, 4))),
-			want: []TCPConn{{Socket: Socket{v4("10.0.0.7:8080"), v4("10.0.0.9:50000"), tcpEstablished, 4242}, Cookie: 1<<40 | 7,
+			want: []TCPConn{{Socket: Socket{v4("10.0.0.7:8080"), v4("10.0.0.9:50000"), tcpEstablished, 4242}, Family: afInet, Cookie: 1<<40 | 7,
 				HasInfo: true, BytesReceived: 1234, SinceData: 250 * time.Millisecond}},
 			wantDone: true,
 		},
@@ -89,8 +89,8 @@ func TestParseDiagMessages(t *testing.T) {
 				diagMsg(1, netip.AddrPortFrom(netip.MustParseAddr("::ffff:10.0.0.7"), 8080), v4("10.0.0.9:50001"), tcpEstablished, 9, full, 10, 0),
 				diagMsg(1, v4("[2001:db8::1]:8080"), v4("[2001:db8::2]:40000"), tcpNewSynRecv, 10, -1, 0, 0)),
 			want: []TCPConn{
-				{Socket: Socket{v4("10.0.0.7:8080"), v4("10.0.0.9:50001"), tcpEstablished, 4242}, Cookie: 9, HasInfo: true, BytesReceived: 10},
-				{Socket: Socket{v4("[2001:db8::1]:8080"), v4("[2001:db8::2]:40000"), tcpNewSynRecv, 4242}, Cookie: 10},
+				{Socket: Socket{v4("10.0.0.7:8080"), v4("10.0.0.9:50001"), tcpEstablished, 4242}, Family: afInet6, Cookie: 9, HasInfo: true, BytesReceived: 10},
+				{Socket: Socket{v4("[2001:db8::1]:8080"), v4("[2001:db8::2]:40000"), tcpNewSynRecv, 4242}, Family: afInet6, Cookie: 10},
 			},
 		},
 		{
@@ -143,7 +143,7 @@ type fakeDump struct {
 	err   error
 }
 
-func (f *fakeDump) dump() ([]TCPConn, error) { return slices.Clone(f.conns), f.err }
+func (f *fakeDump) dump(...uint8) ([]TCPConn, error) { return slices.Clone(f.conns), f.err }
 
 func conn(local, remote string, state uint8, cookie, bytes uint64) TCPConn {
 	return TCPConn{Socket: Socket{Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote), State: state},

@@ -85,7 +85,9 @@ func buildDeps(cfg prestop.Config, log *slog.Logger) (prestop.Deps, error) {
 	if cfg.AppAdmin != "" {
 		app := prestop.NewAppAdmin(cfg.AppAdmin)
 		d.App = app
-		d.Meter = prestop.Sum{prestop.NewConnMeter(cfg.Ports, []int{app.Port()}, log), &prestop.AppMeter{App: app}}
+		// the app counts every request: the sockets, costly to dump, are looked at once a second
+		sockets := &prestop.Throttled{Meter: prestop.NewConnMeter(cfg.Ports, []int{app.Port()}, log), Every: time.Second}
+		d.Meter = prestop.Sum{sockets, &prestop.AppMeter{App: app}}
 	} else {
 		d.Meter = prestop.NewConnMeter(cfg.Ports, nil, log)
 	}
