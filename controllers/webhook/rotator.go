@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +39,8 @@ type Certs struct {
 	Log    logr.Logger
 
 	current atomic.Pointer[tls.Certificate]
+	// trusted is the certificate Trusted last found the caBundle trusts.
+	trusted atomic.Pointer[tls.Certificate]
 	// changed wakes the rotator when the Secret or the configuration changed.
 	changed chan struct{}
 }
@@ -59,6 +63,51 @@ func (c *Certs) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert, nil
 	}
 	return nil, fmt.Errorf("no serving certificate yet: Secret %s/%s has none", c.Namespace, c.SecretName)
+}
+
+// trustedTimeout bounds Trusted's read of the webhook configuration.
+const trustedTimeout = 2 * time.Second
+
+// Trusted is a readiness check: nil once this replica serves a certificate that every webhook of
+// the configuration trusts through its caBundle. Until then the API server cannot call it (with
+// failurePolicy Ignore, pods created meanwhile are admitted uninjected), so `helm install --wait`
+// must not return before. A configuration that does not exist leaves nothing to wait for. The
+// answer is kept per certificate, so readiness does not follow the API server's availability.
+func (c *Certs) Trusted(req *http.Request) error {
+	cert := c.current.Load()
+	if cert == nil {
+		return fmt.Errorf("no serving certificate yet: Secret %s/%s has none", c.Namespace, c.SecretName)
+	}
+	if c.trusted.Load() == cert {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), trustedTimeout)
+	defer cancel()
+	cfg, err := c.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, c.ConfigName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		c.trusted.Store(cert)
+		return nil
+	case err != nil:
+		return fmt.Errorf("read MutatingWebhookConfiguration %s: %w", c.ConfigName, err)
+	}
+	intermediates := x509.NewCertPool()
+	for _, der := range cert.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			intermediates.AddCert(ic)
+		}
+	}
+	for _, w := range cfg.Webhooks {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(w.ClientConfig.CABundle) {
+			return fmt.Errorf("webhook %s of MutatingWebhookConfiguration %s has no caBundle yet", w.Name, c.ConfigName)
+		}
+		if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: intermediates}); err != nil {
+			return fmt.Errorf("webhook %s of MutatingWebhookConfiguration %s does not trust the serving certificate yet: %w", w.Name, c.ConfigName, err)
+		}
+	}
+	c.trusted.Store(cert)
+	return nil
 }
 
 func (c *Certs) notify() {

@@ -110,7 +110,10 @@ func (w *Webhook) Setup(mgr ctrl.Manager) error {
 	if mgr.GetWebhookServer() != w.server {
 		return errors.New("the manager's WebhookServer is not this webhook's: pass Server() in ctrl.Options")
 	}
-	return mgr.AddReadyzCheck("webhook", w.server.StartedChecker())
+	if err := mgr.AddReadyzCheck("webhook", w.server.StartedChecker()); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("webhook-certificate", w.certs.Trusted)
 }
 
 // Outcomes of an admission request, as in lastcall_webhook_admissions_total.
