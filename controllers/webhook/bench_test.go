@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,9 @@ func (l *latencies) quantile(q float64) float64 {
 // time); LASTCALL_BENCH_NICE_CONTROL_PLANE lowers the API server's and etcd's CPU priority.
 // LASTCALL_BENCH_NOOP=1 is the control: the same server answers every review "allowed" without
 // reading the pod, so its figures are what any webhook would see on this machine.
+// LASTCALL_BENCH_NOOP=replay answers every review with the first injection's answer (its own
+// UID put in): the API server applies the same patch, the webhook does no work, so the two
+// controls split the cost between the API server's side and the webhook's.
 //
 //	go test -run '^$' -bench Admission -benchtime 20x ./controllers/webhook/
 func BenchmarkAdmission(b *testing.B) {
@@ -66,7 +70,9 @@ func BenchmarkAdmission(b *testing.B) {
 	if n, err := strconv.Atoi(os.Getenv("LASTCALL_BENCH_CONCURRENT")); err == nil {
 		concurrent = n
 	}
-	noop := os.Getenv("LASTCALL_BENCH_NOOP") == "1"
+	mode := os.Getenv("LASTCALL_BENCH_NOOP")
+	noop := mode == "1"
+	rp := &replayer{}
 	var allowOnly atomic.Bool // set once the webhook is known to serve (waitServing injects)
 	served, body, handled := &latencies{}, &latencies{}, &latencies{}
 	timed := func(h http.Handler) http.Handler {
@@ -80,9 +86,12 @@ func BenchmarkAdmission(b *testing.B) {
 			}
 			read := time.Now()
 			r.Body = io.NopCloser(bytes.NewReader(raw))
-			if allowOnly.Load() {
+			switch {
+			case allowOnly.Load() && noop:
 				allowAll(w, r)
-			} else {
+			case allowOnly.Load() && mode == "replay":
+				rp.serve(w, r, raw, h)
+			default:
 				h.ServeHTTP(w, r)
 			}
 			served.add(time.Since(began))
@@ -101,7 +110,7 @@ func BenchmarkAdmission(b *testing.B) {
 	e.namespace(b, "bench-injected", map[string]string{inject.Label: "true"})
 	e.namespace(b, "bench-plain", nil)
 	e.waitServing(b, "bench-injected")
-	allowOnly.Store(noop)
+	allowOnly.Store(noop || mode == "replay")
 	// the default client rate limit (5/s) would measure the client, not admission
 	cfg := *e.cfg
 	cfg.QPS, cfg.Burst = 1000, 1000
@@ -141,6 +150,37 @@ func BenchmarkAdmission(b *testing.B) {
 	b.ReportMetric(without.quantile(0.99), "plain-create-p99-ms")
 	b.ReportMetric(0, "ns/op")
 	cleanupPods(b, kube, "bench-injected", "bench-plain")
+}
+
+// replayer answers every review with the first one's answer, its UID replaced.
+type replayer struct {
+	mu     sync.Mutex
+	answer []byte
+	uid    string
+}
+
+// reviewUID is the request's UID: the first "uid" of an AdmissionReview (a created pod has none).
+func reviewUID(raw []byte) string {
+	const key = `"uid":"`
+	i := bytes.Index(raw, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := raw[i+len(key):]
+	return string(rest[:bytes.IndexByte(rest, '"')])
+}
+
+func (p *replayer) serve(w http.ResponseWriter, r *http.Request, raw []byte, h http.Handler) {
+	p.mu.Lock()
+	if p.answer == nil {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		p.answer, p.uid = rec.Body.Bytes(), reviewUID(raw)
+	}
+	answer, uid := p.answer, p.uid
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(bytes.Replace(answer, []byte(uid), []byte(reviewUID(raw)), 1))
 }
 
 // allowAll answers an AdmissionReview "allowed" with no patch: the least any webhook does.
