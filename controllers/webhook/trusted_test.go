@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -32,7 +33,7 @@ func TestTrustedWaitsForTheCABundle(t *testing.T) {
 	c := NewCerts(&Certs{Client: client, Namespace: "lastcall-system", SecretName: "cert", ConfigName: "lastcall-webhook", Log: logr.Discard()})
 	check := func(want string) {
 		t.Helper()
-		err := c.Trusted(httptest.NewRequest("GET", "/readyz", nil))
+		err := c.Trusted(httptest.NewRequest(http.MethodGet, "/readyz", nil))
 		switch {
 		case want == "" && err != nil:
 			t.Errorf("Trusted = %v, want ready", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -187,6 +188,10 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admi
 	}
 	// The patch is computed between two encodings of the same Go type, so fields this build
 	// does not know (from a newer API server) are never in it, hence never removed.
+	if ops, ok := patchOf(&pod, res.Pod); ok {
+		admissions.WithLabelValues(outcomeInjected).Inc()
+		return patched(ops).WithWarnings(res.Warnings...)
+	}
 	before, err := json.Marshal(&pod)
 	if err == nil {
 		var after []byte
@@ -200,6 +205,16 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admi
 }
 
 // compile-time check: the handler is controller-runtime's.
+// patched allows the pod with ops, as admission.PatchResponseFromRaw answers.
+func patched(ops []jsonpatch.JsonPatchOperation) admission.Response {
+	resp := admission.Response{Patches: ops, AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}
+	if len(ops) > 0 {
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.PatchType = &pt
+	}
+	return resp
+}
+
 // options are the injection settings for this admission: image-volume mode falls back to an
 // init container while a node's runtime cannot mount image volumes (a pod whose image volume
 // cannot be mounted never starts), with the warning that says so.
