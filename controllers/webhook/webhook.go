@@ -79,9 +79,7 @@ func newWebhook(client kubernetes.Interface, cfg Config, log logr.Logger, wrap f
 		}},
 	})
 	injector := &Injector{Options: cfg.Inject}
-	var h http.Handler = &admission.Webhook{Handler: injector, LogConstructor: func(logr.Logger, *admission.Request) logr.Logger {
-		return log.WithName("inject")
-	}}
+	var h http.Handler = reviewHandler{handler: injector, log: log.WithName("inject")}
 	if wrap != nil {
 		h = wrap(h)
 	}
