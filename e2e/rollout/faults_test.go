@@ -5,6 +5,7 @@ package rollout
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -111,10 +112,24 @@ var faultCases = []faultCase{
 		},
 	},
 	{
-		name: "consul-refused-20s", about: "connections to the Consul server refused (TCP reset) for 20 s, 2 s into a rolling update: Consul down, not frozen",
+		name: "consul-refused-20s", about: "connections to the Consul server refused (TCP reset) for 20 s, 2 s into a rolling update, and one serving pod deleted 1 s into it: Consul down, not frozen",
 		sc: rollingUpdate, at: 2 * time.Second, hold: 20 * time.Second,
-		inject: func(ctx context.Context, _ string) (func(context.Context) error, error) {
-			return refuseConsul(ctx)
+		inject: func(ctx context.Context, workload string) (func(context.Context) error, error) {
+			heal, err := refuseConsul(ctx)
+			if err != nil {
+				return nil, err
+			}
+			// Both variants must drain a pod inside the outage: the rollout alone may delete none
+			// there (its new pods cannot register while Consul refuses), and did so in one
+			// variant only in a run where the other did.
+			err = sleepCtx(ctx, time.Second)
+			if err == nil {
+				err = deleteOne(ctx, workload, nil)
+			}
+			if err != nil {
+				return nil, errors.Join(err, heal(context.WithoutCancel(ctx)))
+			}
+			return heal, nil
 		},
 	},
 	{
@@ -468,6 +483,11 @@ func apiOutage(ctx context.Context, _ string) (func(context.Context) error, erro
 // forceDeleteOne deletes one ready pod of workload with grace period 0, as
 // `kubectl delete --grace-period=0 --force` does.
 func forceDeleteOne(ctx context.Context, workload string) error {
+	return deleteOne(ctx, workload, ptr.To[int64](0))
+}
+
+// deleteOne deletes one ready pod of workload, with its own grace period when grace is nil.
+func deleteOne(ctx context.Context, workload string, grace *int64) error {
 	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + workload})
 	if err != nil {
 		return err
@@ -475,8 +495,8 @@ func forceDeleteOne(ctx context.Context, workload string) error {
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if p.DeletionTimestamp == nil && podReady(p) {
-			GinkgoWriter.Printf("fault force-delete: %s\n", p.Name)
-			return cs.CoreV1().Pods(namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+			GinkgoWriter.Printf("fault: deleting %s (grace %v)\n", p.Name, ptr.Deref(grace, -1))
+			return cs.CoreV1().Pods(namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: grace})
 		}
 	}
 	return fmt.Errorf("no ready pod of %s to delete", workload)
