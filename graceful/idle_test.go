@@ -61,7 +61,7 @@ func TestStopAnswersARequestStartedOnAnIdleConnection(t *testing.T) {
 	}
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		t.Fatalf("the started request got no answer: %v", err)
+		t.Fatalf("the started request got no answer: %v\n%s", err, logs.String())
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(graceful.MarkerHeader) != "1" || !resp.Close {
