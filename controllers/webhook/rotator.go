@@ -74,9 +74,9 @@ const trustedTimeout = 2 * time.Second
 // must not return before. A configuration that does not exist leaves nothing to wait for. The
 // answer is kept per certificate, so readiness does not follow the API server's availability.
 func (c *Certs) Trusted(req *http.Request) error {
-	cert := c.current.Load()
-	if cert == nil {
-		return fmt.Errorf("no serving certificate yet: Secret %s/%s has none", c.Namespace, c.SecretName)
+	cert, err := c.GetCertificate(nil)
+	if err != nil {
+		return err
 	}
 	if c.trusted.Load() == cert {
 		return nil

@@ -28,22 +28,21 @@ type nodeRuntimes struct {
 	why string
 }
 
-// Blocker names a node whose runtime cannot mount image volumes ("" when every node's can), or
-// says why the nodes could not be read.
-func (n *nodeRuntimes) Blocker(ctx context.Context) string {
+// Blocker names a node whose runtime cannot mount image volumes ("" when every node's can).
+func (n *nodeRuntimes) Blocker(ctx context.Context) (string, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := n.now()
 	if !n.at.IsZero() && now.Sub(n.at) < runtimesTTL {
-		return n.why
+		return n.why, nil
 	}
 	var nodes corev1.NodeList
 	if err := n.reader.List(ctx, &nodes); err != nil {
 		// not cached: a failed read is asked again at the next admission
-		return fmt.Sprintf("the nodes could not be read (%v)", err)
+		return "", fmt.Errorf("list nodes: %w", err)
 	}
 	n.at, n.why = now, blocker(nodes.Items)
-	return n.why
+	return n.why, nil
 }
 
 // blocker is the first node, by the list's order, whose runtime cannot mount image volumes.

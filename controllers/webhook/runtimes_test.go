@@ -18,7 +18,7 @@ import (
 
 type blockerFunc func() string
 
-func (f blockerFunc) Blocker(context.Context) string { return f() }
+func (f blockerFunc) Blocker(context.Context) (string, error) { return f(), nil }
 
 // In image-volume mode the webhook injects the init container instead while a node's runtime
 // cannot mount image volumes, and says so; in init-container mode it never asks.
@@ -94,30 +94,64 @@ func TestNodeRuntimesBlocker(t *testing.T) {
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	l := &nodeLister{nodes: []corev1.Node{node("a", "containerd://2.1.4"), node("b", "containerd://1.6.20"), node("c", "")}}
 	n := &nodeRuntimes{reader: l, now: func() time.Time { return now }}
-	if got := n.Blocker(context.Background()); got != "node b runs containerd://1.6.20" {
+	ask := func() string {
+		t.Helper()
+		got, err := n.Blocker(context.Background())
+		if err != nil {
+			t.Fatalf("Blocker: %v", err)
+		}
+		return got
+	}
+	if got := ask(); got != "node b runs containerd://1.6.20" {
 		t.Errorf("Blocker = %q, want node b named", got)
 	}
 	// within the TTL the nodes are not read again, even when they changed
 	l.nodes = []corev1.Node{node("a", "containerd://2.1.4")}
 	now = now.Add(runtimesTTL - time.Second)
-	if got := n.Blocker(context.Background()); got != "node b runs containerd://1.6.20" || l.reads != 1 {
+	if got := ask(); got != "node b runs containerd://1.6.20" || l.reads != 1 {
 		t.Errorf("Blocker = %q after %d reads, want the cached answer after 1", got, l.reads)
 	}
 	now = now.Add(2 * time.Second)
-	if got := n.Blocker(context.Background()); got != "" {
+	if got := ask(); got != "" {
 		t.Errorf("Blocker = %q once every node's runtime can, want none", got)
 	}
-	// a failed read blocks (init containers work everywhere) and is not kept
+	// a failed read is an error (the webhook falls back to the init container) and is not kept
 	l.err = errors.New("cache not started")
 	now = now.Add(runtimesTTL)
-	if got := n.Blocker(context.Background()); !strings.Contains(got, "could not be read (cache not started)") {
-		t.Errorf("Blocker = %q on a failed read", got)
+	if _, err := n.Blocker(context.Background()); err == nil || !strings.Contains(err.Error(), "cache not started") {
+		t.Errorf("Blocker error = %v on a failed read", err)
 	}
 	l.err = nil
-	if got := n.Blocker(context.Background()); got != "" || l.reads != 4 {
+	if got := ask(); got != "" || l.reads != 4 {
 		t.Errorf("Blocker = %q after %d reads, want a new read answering none", got, l.reads)
 	}
 	if got := blocker([]corev1.Node{node("x", "")}); got != "node x runs a runtime it does not report" {
 		t.Errorf("blocker of a node without a runtime version = %q", got)
+	}
+}
+
+type unreadableNodes struct{}
+
+func (unreadableNodes) Blocker(context.Context) (string, error) {
+	return "", errors.New("list nodes: cache not started")
+}
+
+// Nodes that cannot be read are no proof that image volumes mount: the init container, and a
+// warning that says why.
+func TestInjectorFallsBackWhenNodesAreUnreadable(t *testing.T) {
+	o := testInject()
+	o.Mode = inject.ModeImageVolume
+	h := &Injector{Options: o, Runtimes: unreadableNodes{}}
+	resp := h.Handle(context.Background(), review(admissionv1.Create, "Pod",
+		`{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-"},"spec":{"containers":[{"name":"web","image":"web:1"}]}}`))
+	patch, err := json.Marshal(resp.Patches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(patch), `"path":"/spec/initContainers"`) || strings.Contains(string(patch), `"reference"`) {
+		t.Errorf("want the init container, not the image volume: %s", patch)
+	}
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "cannot tell whether every node's runtime mounts image volumes (list nodes: cache not started)") {
+		t.Errorf("warnings %q", resp.Warnings)
 	}
 }

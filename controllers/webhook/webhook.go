@@ -152,8 +152,9 @@ type Injector struct {
 
 // Runtimes tells whether some node's container runtime cannot mount image volumes.
 type Runtimes interface {
-	// Blocker names such a node ("" when there is none), or why the nodes could not be read.
-	Blocker(ctx context.Context) string
+	// Blocker names such a node and its runtime ("" when there is none); err when the nodes
+	// could not be read.
+	Blocker(ctx context.Context) (string, error)
 }
 
 // Handle injects a pod being created. It always allows the pod: a pod that cannot be injected
@@ -178,18 +179,19 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admi
 	opts, fellBack := h.options(ctx)
 	res := inject.Pod(&pod, opts)
 	if res.Changed && fellBack != "" {
+		fallbacks.Inc()
 		res.Warnings = append(res.Warnings, fellBack)
 	}
 	if !res.Changed {
 		admissions.WithLabelValues(outcomeUnchanged).Inc()
 		return admission.Allowed("").WithWarnings(res.Warnings...)
 	}
-	// The patch is computed between two encodings of the same Go type, so fields this build
-	// does not know (from a newer API server) are never in it, hence never removed.
 	if ops, ok := patchOf(&pod, res.Pod); ok {
 		admissions.WithLabelValues(outcomeInjected).Inc()
 		return patched(ops).WithWarnings(res.Warnings...)
 	}
+	// Otherwise the patch is computed between two encodings of the same Go type, so fields this
+	// build does not know (from a newer API server) are never in it, hence never removed.
 	before, err := json.Marshal(&pod)
 	if err == nil {
 		var after []byte
@@ -202,7 +204,6 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admi
 	return admission.Allowed("").WithWarnings(fmt.Sprintf("%s: pod not injected: %v", inject.Label, err))
 }
 
-// compile-time check: the handler is controller-runtime's.
 // patched allows the pod with ops, as admission.PatchResponseFromRaw answers.
 func patched(ops []jsonpatch.JsonPatchOperation) admission.Response {
 	resp := admission.Response{Patches: ops, AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true}}
@@ -221,13 +222,17 @@ func (h *Injector) options(ctx context.Context) (inject.Options, string) {
 	if o.Mode != inject.ModeImageVolume || h.Runtimes == nil {
 		return o, ""
 	}
-	why := h.Runtimes.Blocker(ctx)
-	if why == "" {
-		return o, ""
+	const instead = "the helper is copied in by an init container instead"
+	switch why, err := h.Runtimes.Blocker(ctx); {
+	case err != nil:
+		o.Mode = inject.ModeInitContainer
+		return o, fmt.Sprintf("%s: image-volume mode: cannot tell whether every node's runtime mounts image volumes (%v): %s", inject.Label, err, instead)
+	case why != "":
+		o.Mode = inject.ModeInitContainer
+		return o, fmt.Sprintf("%s: image-volume mode: %s, which cannot mount image volumes (containerd 2.1 or later and CRI-O 1.31 or later can): %s", inject.Label, why, instead)
 	}
-	o.Mode = inject.ModeInitContainer
-	fallbacks.Inc()
-	return o, fmt.Sprintf("%s: image-volume mode: %s, which cannot mount image volumes (containerd 2.1 or later and CRI-O 1.31 or later can): the helper is copied in by an init container instead", inject.Label, why)
+	return o, ""
 }
 
+// compile-time check: the handler is controller-runtime's.
 var _ admission.Handler = (*Injector)(nil)
