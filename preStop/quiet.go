@@ -165,8 +165,8 @@ func (t *Traffic) nextSample() time.Duration {
 
 // sampleInterval is every, or, for a meter that knows when the traffic last moved, a tenth of
 // the window its pauses call for (GapFactor × the longest pause) when that is longer, at most
-// MaxSampleEvery. Fifty pods draining at once each sampled every 100 ms (a socket dump and a GET
-// of the app's status) through windows of 12–17 s. A tenth of the window ends the quiet wait at
+// MaxSampleEvery. Fifty pods draining at once each sampled every 100 ms (a socket dump each)
+// through windows of 12–17 s. A tenth of the window ends the quiet wait at
 // most 10% late, and cannot lengthen it: with the meter's own time of the last move, a pause is
 // measured as at most two intervals, below the longest pause already seen. A meter that does
 // not know (new connections from /proc) dates moves by the samples, so it keeps every.

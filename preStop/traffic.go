@@ -174,8 +174,8 @@ func (m *ConnMeter) OpenConns() (int, bool) {
 // Throttled samples Meter at most once per Every and answers from its latest sample in
 // between. With the app's own request counter sampled at full rate, the sockets add only what the
 // app does not count (open connections, bytes that are not requests), and each socket dump costs
-// the kernel a walk of the host's whole socket hash table (about 2 ms on a 24 GiB node): fifty
-// helpers dumping ten times a second took a core.
+// the kernel a walk of the host's whole socket hash table (2 to 3 ms of CPU on a 24 GiB node):
+// fifty helpers sampling ten times a second used 17.5 s of CPU in one 50-pod drain.
 type Throttled struct {
 	Meter Meter
 	Every time.Duration
