@@ -32,14 +32,23 @@ const (
 	parityNamespace = "lastcall-system"
 )
 
-// buildConfig returns config/default's objects by kind/name, as kustomize builds them.
+// buildConfig returns the objects of config/default and config/check (the chart's install
+// hook) by kind/name, as kustomize builds them.
 func buildConfig(t *testing.T) map[string]*unstructured.Unstructured {
 	t.Helper()
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), "../config/default")
-	if err != nil {
-		t.Fatalf("kustomize build config/default: %v", err)
-	}
 	objs := map[string]*unstructured.Unstructured{}
+	for _, dir := range []string{"../config/default", "../config/check"} {
+		addBuilt(t, dir, objs)
+	}
+	return objs
+}
+
+func addBuilt(t *testing.T, dir string, objs map[string]*unstructured.Unstructured) {
+	t.Helper()
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
 	for _, r := range res.Resources() {
 		m, err := r.Map()
 		if err != nil {
@@ -48,7 +57,6 @@ func buildConfig(t *testing.T) map[string]*unstructured.Unstructured {
 		u := &unstructured.Unstructured{Object: jsonRoundTrip(t, m)}
 		objs[u.GetKind()+"/"+u.GetName()] = u
 	}
-	return objs
 }
 
 // jsonRoundTrip gives both sources the same Go types (numbers as float64).
@@ -110,7 +118,7 @@ func TestConfigMatchesChartDefaults(t *testing.T) {
 		case "Secret":
 			diffs = diff("type", c.Object["type"], g.Object["type"], diffs)
 			diffs = diff("data", c.Object["data"], g.Object["data"], diffs)
-		case "Deployment", "DaemonSet":
+		case "Deployment", "DaemonSet", "Job":
 			// the image is the one difference: the chart's default tag is its appVersion, config/'s
 			// is set with `kustomize edit set image`
 			cs, gs := withoutImages(t, c), withoutImages(t, g)

@@ -1,16 +1,19 @@
 package charts_test
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 func controllerArgs(t *testing.T, objs map[string]*unstructured.Unstructured) []string {
@@ -23,8 +26,8 @@ func controllerArgs(t *testing.T, objs map[string]*unstructured.Unstructured) []
 func TestWebhookDefaults(t *testing.T) {
 	objs := render(t)
 	mwc := as[admissionregistrationv1.MutatingWebhookConfiguration](t, objs["MutatingWebhookConfiguration/lastcall-webhook"])
-	if len(mwc.Webhooks) != 2 {
-		t.Fatalf("%d webhooks, want one for labelled namespaces and one for labelled pods", len(mwc.Webhooks))
+	if len(mwc.Webhooks) != 3 {
+		t.Fatalf("%d webhooks, want one for labelled namespaces, one for labelled pods and one for the install check", len(mwc.Webhooks))
 	}
 	for _, w := range mwc.Webhooks {
 		switch {
@@ -43,6 +46,9 @@ func TestWebhookDefaults(t *testing.T) {
 		case len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) || !slices.Equal(w.Rules[0].Resources, []string{"pods"}):
 			t.Errorf("%s: rules %+v, want pod creation only", w.Name, w.Rules)
 		}
+		if w.Name == "check.inject.lastcall.dev" {
+			continue // below
+		}
 		excluded := false
 		for _, e := range w.NamespaceSelector.MatchExpressions {
 			if e.Key == corev1.LabelMetadataName && e.Operator == "NotIn" && slices.Contains(e.Values, "kube-system") && slices.Contains(e.Values, "lastcall-system") {
@@ -55,6 +61,13 @@ func TestWebhookDefaults(t *testing.T) {
 	}
 	if ns, obj := mwc.Webhooks[0].NamespaceSelector, mwc.Webhooks[0].ObjectSelector; ns.MatchLabels["lastcall.dev/inject"] != "true" || obj.MatchExpressions[0].Values[0] != "false" {
 		t.Errorf("namespace webhook selects %+v / %+v: want labelled namespaces, pods not labelled false", ns, obj)
+	}
+	// the install check's entry: its dry-run pod, in lastcall's own namespace, and nothing else
+	// there (lastcall's own pods must not depend on its webhook)
+	if c := mwc.Webhooks[2]; c.Name != "check.inject.lastcall.dev" ||
+		!reflect.DeepEqual(*c.NamespaceSelector, metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "lastcall-system"}}) ||
+		!reflect.DeepEqual(*c.ObjectSelector, metav1.LabelSelector{MatchLabels: map[string]string{"lastcall.dev/inject-check": "true"}}) {
+		t.Errorf("third webhook %s selects %+v / %+v: want pods labelled lastcall.dev/inject-check=true in lastcall-system only", c.Name, c.NamespaceSelector, c.ObjectSelector)
 	}
 	if obj := mwc.Webhooks[1].ObjectSelector; obj.MatchLabels["lastcall.dev/inject"] != "true" {
 		t.Errorf("pod webhook selects %+v: want labelled pods", obj)
@@ -128,7 +141,7 @@ func TestWebhookOptions(t *testing.T) {
 			if *w.FailurePolicy != admissionregistrationv1.Fail || *w.TimeoutSeconds != 5 {
 				t.Errorf("%s: failurePolicy %s timeout %d", w.Name, *w.FailurePolicy, *w.TimeoutSeconds)
 			}
-			if !slices.ContainsFunc(w.NamespaceSelector.MatchExpressions, func(e metav1.LabelSelectorRequirement) bool { return slices.Contains(e.Values, "infra") }) {
+			if w.Name != "check.inject.lastcall.dev" && !slices.ContainsFunc(w.NamespaceSelector.MatchExpressions, func(e metav1.LabelSelectorRequirement) bool { return slices.Contains(e.Values, "infra") }) {
 				t.Errorf("%s does not exclude infra", w.Name)
 			}
 		}
@@ -151,5 +164,51 @@ func TestWebhookOptions(t *testing.T) {
 				t.Errorf("err = %v, want a schema error naming %s", err, tt.mention)
 			}
 		})
+	}
+}
+
+// The install check runs after install and upgrade as Helm hooks, its RBAC only while it runs,
+// and its pod is not one of the controller's (the Deployment's selector, the PDB).
+func TestWebhookCheckHook(t *testing.T) {
+	objs := render(t, "webhook.check.timeout=90s")
+	job := as[batchv1.Job](t, objs["Job/lastcall-webhook-check"])
+	for _, k := range []string{"Job", "ServiceAccount", "Role", "RoleBinding"} {
+		u := objs[k+"/lastcall-webhook-check"]
+		if u == nil {
+			t.Fatalf("no %s/lastcall-webhook-check", k)
+		}
+		a := u.GetAnnotations()
+		if a["helm.sh/hook"] != "post-install,post-upgrade" || !strings.Contains(a["helm.sh/hook-delete-policy"], "hook-succeeded") {
+			t.Errorf("%s: annotations %v, want a post-install,post-upgrade hook deleted once it succeeded", k, a)
+		}
+	}
+	if w := objs["Job/lastcall-webhook-check"].GetAnnotations()["helm.sh/hook-weight"]; w != "1" {
+		t.Errorf("Job hook weight %q: want it after its RBAC (-5, -4)", w)
+	}
+	args := job.Spec.Template.Spec.Containers[0].Args
+	for _, want := range []string{"check-webhook", "--namespace=lastcall-system", "--timeout=90s"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("check args %v lack %s", args, want)
+		}
+	}
+	if sa := job.Spec.Template.Spec.ServiceAccountName; sa != "lastcall-webhook-check" {
+		t.Errorf("check runs as %q", sa)
+	}
+	if r := as[rbacv1.Role](t, objs["Role/lastcall-webhook-check"]).Rules; len(r) != 1 || !slices.Equal(r[0].Verbs, []string{"create"}) || !slices.Equal(r[0].Resources, []string{"pods"}) {
+		t.Errorf("check Role %+v: want create pods only", r)
+	}
+	dep := as[appsv1.Deployment](t, objs["Deployment/lastcall-controller"])
+	sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Matches(labels.Set(job.Spec.Template.Labels)) {
+		t.Errorf("the check pod's labels %v match the controller's selector %s", job.Spec.Template.Labels, sel)
+	}
+
+	for _, set := range []string{"webhook.check.enabled=false", "webhook.enabled=false"} {
+		if objs := render(t, set); objs["Job/lastcall-webhook-check"] != nil || objs["Role/lastcall-webhook-check"] != nil {
+			t.Errorf("%s: the check is still rendered", set)
+		}
 	}
 }

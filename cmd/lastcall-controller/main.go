@@ -160,7 +160,7 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 		*help = true
 	}
 	if *help {
-		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines, unsafe-settings warnings and (with --dataplane-agents) dataplane confirmation for pods labelled %s=true; with --webhook-port, the webhook that injects lastcall into pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label, inject.Label)
+		fmt.Fprintf(usage, "lastcall-controller: registration gate, deregistration backstop and sweeper, drain timelines, unsafe-settings warnings and (with --dataplane-agents) dataplane confirmation for pods labelled %s=true; with --webhook-port, the webhook that injects lastcall into pods labelled %s=true.\n\nUsage: lastcall-controller [flags]\n       lastcall-controller check-webhook [flags]   (see check-webhook --help)\n\nEach flag can also be set by the environment variable shown; a flag wins over the env var.\n\n", managed.Label, inject.Label)
 		bound.Usage(usage)
 		return o, flag.ErrHelp
 	}
@@ -190,6 +190,9 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, usage io
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == checkCommand {
+		os.Exit(checkMain(os.Args[2:]))
+	}
 	o, err := parse(flag.CommandLine, os.Args[1:], os.Getenv, os.Stdout, adapters.All())
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -207,6 +210,35 @@ func main() {
 		ctrl.Log.Error(err, "lastcall-controller failed")
 		os.Exit(1)
 	}
+}
+
+// checkMain runs the check-webhook subcommand and returns its exit code: 0 passed, 1 failed,
+// 2 bad usage.
+func checkMain(args []string) int {
+	o, err := parseCheck(flag.NewFlagSet(checkCommand, flag.ContinueOnError), args, os.Getenv, os.Stdout)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "lastcall-controller %s: %v\n", checkCommand, err)
+		return 2
+	}
+	cfg, err := config.GetConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lastcall-controller %s: %v\n", checkCommand, err)
+		return 1
+	}
+	cfg.UserAgent = "lastcall-controller/" + version + " " + checkCommand
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "lastcall-controller %s: %v\n", checkCommand, err)
+		return 1
+	}
+	if err := runCheck(ctrl.SetupSignalHandler(), clientset, o); err != nil {
+		fmt.Fprintf(os.Stderr, "lastcall-controller %s: %v\n", checkCommand, err)
+		return 1
+	}
+	return 0
 }
 
 // run starts the manager with every reconciler; log is the sink the registries' slog logs join.

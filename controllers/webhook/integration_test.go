@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -105,6 +107,10 @@ func webhookConfiguration(name string, port int, scope ...string) *admissionregi
 			hook("pod",
 				metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: inject.Label, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}}, excluded, inScope}},
 				metav1.LabelSelector{MatchLabels: map[string]string{inject.Label: "true"}}),
+			// the install check's dry-run pod, in lastcall's own namespace only
+			hook("check",
+				metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "lastcall-system"}, MatchExpressions: []metav1.LabelSelectorRequirement{inScope}},
+				metav1.LabelSelector{MatchLabels: map[string]string{CheckLabel: "true"}}),
 		},
 	}
 }
@@ -531,5 +537,49 @@ func mustDecode(t *testing.T, j []byte, into any) {
 	t.Helper()
 	if err := json.Unmarshal(j, into); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The install check passes only while the API server really injects through the webhook, and
+// its configuration entry selects the check pod alone in lastcall's own namespace.
+func TestCheckFollowsTheAPIServer(t *testing.T) {
+	e := start(t, "inject-check", nil, "lastcall-system")
+	e.namespace(t, "lastcall-system", nil)
+	pods := e.kube.CoreV1().Pods("lastcall-system")
+	check := func(within time.Duration) error {
+		ctx, cancel := context.WithTimeout(e.ctx, within)
+		defer cancel()
+		return Check(ctx, pods, "lastcall-controller:test", 100*time.Millisecond, logr.Discard())
+	}
+	if err := check(30 * time.Second); err != nil {
+		t.Fatalf("serving webhook: %v", err)
+	}
+	if p := e.create(t, "lastcall-system", plainPod(map[string]string{inject.Label: "true"}, nil)); injected(p) {
+		t.Error("a labelled pod without the check label was injected in lastcall's own namespace")
+	}
+
+	e.stop()
+	if err := check(2 * time.Second); !errors.Is(err, ErrNotInjected) {
+		t.Fatalf("stopped webhook: Check = %v, want %v", err, ErrNotInjected)
+	}
+
+	// started again once the check has been refused: it passes
+	refused := make(chan struct{})
+	var once sync.Once
+	log := funcr.New(func(_, args string) {
+		if strings.Contains(args, ErrNotInjected.Error()) {
+			once.Do(func() { close(refused) })
+		}
+	}, funcr.Options{})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+		defer cancel()
+		done <- Check(ctx, pods, "lastcall-controller:test", 100*time.Millisecond, log)
+	}()
+	<-refused
+	e.stop = e.run(t, e.kube)
+	if err := <-done; err != nil {
+		t.Fatalf("restarted webhook: %v", err)
 	}
 }

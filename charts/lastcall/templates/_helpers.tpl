@@ -31,3 +31,8 @@ the release name, so two releases never claim the same object. */ -}}
 {{- define "lastcall.webhookSecret" -}}
 {{- printf "%s-webhook-cert" .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{- /* The install check's Job, ServiceAccount and Role (webhook-check.yaml). */ -}}
+{{- define "lastcall.checkName" -}}
+{{- printf "%s-webhook-check" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
