@@ -120,11 +120,29 @@ func TestWebhookOptions(t *testing.T) {
 		if mwc.GetAnnotations()["cert-manager.io/inject-ca-from"] != "lastcall-system/lastcall-webhook" {
 			t.Errorf("annotations %v: want cert-manager's CA injection", mwc.GetAnnotations())
 		}
-		if objs["Certificate/lastcall-webhook"] == nil || objs["Issuer/lastcall-webhook"] == nil {
-			t.Error("no Certificate and Issuer")
+		// the serving certificate is signed by a CA of its own that keeps its key: renewing
+		// either leaves the caBundle trusting what is served
+		serving, ca, issuer := objs["Certificate/lastcall-webhook"], objs["Certificate/lastcall-webhook-ca"], objs["Issuer/lastcall-webhook"]
+		if serving == nil || ca == nil || issuer == nil || objs["Issuer/lastcall-webhook-selfsigned"] == nil {
+			t.Fatal("want a self-signed Issuer, a CA Certificate, a CA Issuer and the serving Certificate")
 		}
-		if objs["Secret/lastcall-webhook-cert"] != nil || objs["ClusterRole/lastcall-controller-webhook"] != nil {
-			t.Error("with cert-manager the chart must not create the Secret, nor let the controller write the caBundle")
+		if ref, _, _ := unstructured.NestedString(serving.Object, "spec", "issuerRef", "name"); ref != "lastcall-webhook" {
+			t.Errorf("serving certificate issued by %q, want the CA Issuer", ref)
+		}
+		if sec, _, _ := unstructured.NestedString(issuer.Object, "spec", "ca", "secretName"); sec != "lastcall-webhook-ca" {
+			t.Errorf("CA Issuer reads %q, want the CA's Secret", sec)
+		}
+		isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA")
+		rotation, _, _ := unstructured.NestedString(ca.Object, "spec", "privateKey", "rotationPolicy")
+		if !isCA || rotation != "Never" {
+			t.Errorf("CA certificate isCA=%v rotationPolicy=%q, want a CA that keeps its key", isCA, rotation)
+		}
+		if objs["Secret/lastcall-webhook-cert"] != nil {
+			t.Error("with cert-manager the chart must not create the Secret")
+		}
+		// readiness reads the caBundle (webhook-certificate check); cert-manager writes it
+		if r := as[rbacv1.ClusterRole](t, objs["ClusterRole/lastcall-controller-webhook"]).Rules; len(r) != 1 || !slices.Equal(r[0].Verbs, []string{"get"}) || !slices.Equal(r[0].ResourceNames, []string{"lastcall-webhook"}) {
+			t.Errorf("with cert-manager the controller's webhook ClusterRole is %+v, want get on lastcall-webhook only", r)
 		}
 		if r := as[rbacv1.Role](t, objs["Role/lastcall-controller-webhook"]).Rules[0]; slices.Contains(r.Verbs, "update") {
 			t.Errorf("the controller may update cert-manager's Secret: %v", r.Verbs)

@@ -108,9 +108,10 @@ type Result struct {
 const warnPrefix = Label + ": "
 
 // Pod injects lastcall into a copy of in. It never fails: what it cannot do it skips and says
-// why in a warning, since availability comes first (the pod is created either way).
+// why in a warning, since availability comes first (the pod is created either way). The copy
+// shares with in what the injection never writes (see writable): change neither afterwards.
 func Pod(in *corev1.Pod, o Options) Result {
-	pod := in.DeepCopy()
+	pod := writable(in)
 	res := Result{Pod: pod}
 	warn := func(format string, args ...any) {
 		res.Warnings = append(res.Warnings, warnPrefix+fmt.Sprintf(format, args...))
@@ -159,6 +160,25 @@ func Pod(in *corev1.Pod, o Options) Result {
 	res.Warnings = append(res.Warnings, graceWarnings(pod, o.Drain)...)
 	res.Changed = !equality.Semantic.DeepEqual(in, pod)
 	return res
+}
+
+// writable copies what Pod writes (labels, annotations, volumes, init containers, readiness
+// gates, and each container's env, volume mounts and lifecycle) and shares the rest with in.
+// A deep copy, and comparing it field by field with in, cost the webhook more CPU than the
+// injection itself; shared fields compare by pointer.
+func writable(in *corev1.Pod) *corev1.Pod {
+	pod := *in
+	pod.Labels, pod.Annotations = maps.Clone(in.Labels), maps.Clone(in.Annotations)
+	pod.Spec.Volumes = slices.Clone(in.Spec.Volumes)
+	pod.Spec.InitContainers = slices.Clone(in.Spec.InitContainers)
+	pod.Spec.ReadinessGates = slices.Clone(in.Spec.ReadinessGates)
+	pod.Spec.Containers = slices.Clone(in.Spec.Containers)
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		c.Env, c.VolumeMounts = slices.Clone(c.Env), slices.Clone(c.VolumeMounts)
+		c.Lifecycle = c.Lifecycle.DeepCopy()
+	}
+	return &pod
 }
 
 func mode(o Options) Mode {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -256,6 +257,29 @@ func BenchmarkHandle(b *testing.B) {
 	for b.Loop() {
 		if resp := h.Handle(b.Context(), req); len(resp.Patches) == 0 {
 			b.Fatal("no patch")
+		}
+	}
+}
+
+// BenchmarkReview is the webhook's whole HTTP handler for one review (read, decode, inject,
+// patch, encode the answer), without TLS or the API server; testdata/review-pod.json is a
+// review as kube-apiserver v1.37 sent it (captured from the envtest API server).
+//
+//	go test -run '^$' -bench Review -benchmem ./controllers/webhook/
+func BenchmarkReview(b *testing.B) {
+	body, err := os.ReadFile("testdata/review-pod.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := reviewHandler{handler: &Injector{Options: testInject()}, log: logr.Discard()}
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK || !bytes.Contains(w.Body.Bytes(), []byte(`"patch"`)) {
+			b.Fatalf("HTTP %d: %s", w.Code, w.Body)
 		}
 	}
 }

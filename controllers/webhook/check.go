@@ -81,7 +81,7 @@ func Check(ctx context.Context, pods typedcorev1.PodInterface, image string, int
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("no check pod came back injected in %s (%d tries); last: %w",
+			return fmt.Errorf("no check pod came back injected in %s (%d tries); last: %w (is lastcall-controller Ready, and does its webhook Service have endpoints?)",
 				time.Since(began).Round(time.Second), tries, last)
 		case <-t.C:
 		}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -581,5 +582,101 @@ func TestCheckFollowsTheAPIServer(t *testing.T) {
 	e.stop = e.run(t, e.kube)
 	if err := <-done; err != nil {
 		t.Fatalf("restarted webhook: %v", err)
+	}
+}
+
+// With cert-manager (the chart's webhook.certManager.enabled), the controller serves the Secret
+// cert-manager writes and only reads the caBundle: get on its Secret and get on its webhook
+// configuration, both by name, are enough to turn Ready; without the read of the configuration
+// it never does (the chart once granted none).
+func TestCertManagerModeRBACIsEnough(t *testing.T) {
+	cfg := apitest.Shared(t)
+	admin := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	const ns, sa, secret, mwcName = "lastcall-system", "lastcall-cm", "lastcall-cm-webhook-cert", "lastcall-cm-webhook"
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	// what cert-manager writes: a CA-signed serving certificate, its CA in ca.crt and the caBundle
+	now := time.Now()
+	ca, err := newCA(now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := newLeaf(now, ca, CertOptions{DNSNames: []string{"lastcall-cm-webhook.lastcall-system.svc"}, Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secret}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{keyCert: leaf.certPEM, keyKey: leaf.keyPEM, keyCACert: ca.certPEM}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mwc := webhookConfiguration(mwcName, freePort(t), "no-namespace-of-this-test")
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig.CABundle = ca.certPEM
+	}
+	if _, err := admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admin.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, mwcName, metav1.DeleteOptions{})
+		_ = admin.CoreV1().Secrets(ns).Delete(ctx, secret, metav1.DeleteOptions{})
+	})
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: ns}}
+	createRBAC(t, admin, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{secret}, Verbs: []string{"get", "list", "watch"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: ns}, RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: sa}, Subjects: subject})
+
+	as := rest.CopyConfig(cfg)
+	as.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa}
+	certs := NewCerts(&Certs{Client: kubernetes.NewForConfigOrDie(as), Namespace: ns, SecretName: secret, ConfigName: mwcName, Resync: time.Minute, Log: logr.Discard()})
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = certs.Serving().Start(runCtx) }()
+	ready := func() error {
+		r := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+		return certs.Trusted(r)
+	}
+	eventually(t, 30*time.Second, "cert-manager's certificate is served", func(g gomega.Gomega) {
+		_, err := certs.GetCertificate(nil)
+		g.Expect(err).NotTo(gomega.HaveOccurred())
+	})
+	if err := ready(); err == nil || !apierrors.IsForbidden(errors.Unwrap(err)) {
+		t.Fatalf("without the read of the configuration: readiness %v, want forbidden", err)
+	}
+	createRBAC(t, admin, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{mwcName}, Verbs: []string{"get"}}}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa}, RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: sa}, Subjects: subject})
+	eventually(t, 30*time.Second, "Ready with get on the configuration", func(g gomega.Gomega) {
+		g.Expect(ready()).To(gomega.Succeed())
+	})
+}
+
+// createRBAC creates Roles, ClusterRoles and their bindings, deleted when the test ends.
+func createRBAC(t *testing.T, kube kubernetes.Interface, objs ...any) {
+	t.Helper()
+	ctx := context.Background()
+	rbac := kube.RbacV1()
+	for _, o := range objs {
+		var err error
+		switch o := o.(type) {
+		case *rbacv1.Role:
+			_, err = rbac.Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			t.Cleanup(func() { _ = rbac.Roles(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{}) })
+		case *rbacv1.RoleBinding:
+			_, err = rbac.RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+			t.Cleanup(func() { _ = rbac.RoleBindings(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{}) })
+		case *rbacv1.ClusterRole:
+			_, err = rbac.ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			t.Cleanup(func() { _ = rbac.ClusterRoles().Delete(ctx, o.Name, metav1.DeleteOptions{}) })
+		case *rbacv1.ClusterRoleBinding:
+			_, err = rbac.ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+			t.Cleanup(func() { _ = rbac.ClusterRoleBindings().Delete(ctx, o.Name, metav1.DeleteOptions{}) })
+		default:
+			t.Fatalf("createRBAC: %T", o)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

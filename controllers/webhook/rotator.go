@@ -41,6 +41,8 @@ type Certs struct {
 	current atomic.Pointer[tls.Certificate]
 	// trusted is the certificate Trusted last found the caBundle trusts.
 	trusted atomic.Pointer[tls.Certificate]
+	// untrusted is why Trusted last failed ("" once it passed), to log each change once.
+	untrusted atomic.Pointer[string]
 	// changed wakes the rotator when the Secret or the configuration changed.
 	changed chan struct{}
 }
@@ -74,6 +76,23 @@ const trustedTimeout = 2 * time.Second
 // must not return before. A configuration that does not exist leaves nothing to wait for. The
 // answer is kept per certificate, so readiness does not follow the API server's availability.
 func (c *Certs) Trusted(req *http.Request) error {
+	err := c.trustedErr(req)
+	// the probe's answer withholds the reason: log it, once per reason
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if last := c.untrusted.Swap(&msg); (last == nil && msg != "") || (last != nil && *last != msg) {
+		if err != nil {
+			c.Log.Info("not ready: the served certificate is not trusted yet", "reason", msg)
+		} else {
+			c.Log.Info("ready: every webhook's caBundle trusts the served certificate")
+		}
+	}
+	return err
+}
+
+func (c *Certs) trustedErr(req *http.Request) error {
 	cert, err := c.GetCertificate(nil)
 	if err != nil {
 		return err

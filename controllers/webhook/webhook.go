@@ -159,7 +159,19 @@ type Runtimes interface {
 
 // Handle injects a pod being created. It always allows the pod: a pod that cannot be injected
 // is created as written, with a warning saying why.
-func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+func (h *Injector) Handle(ctx context.Context, req admission.Request) admission.Response {
+	var pod corev1.Pod
+	if podCreation(req) {
+		if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+			admissions.WithLabelValues(outcomeIgnored).Inc()
+			return admission.Allowed("").WithWarnings(fmt.Sprintf("%s: pod not injected: cannot decode it: %v", inject.Label, err))
+		}
+	}
+	return h.AdmitPod(ctx, req, &pod)
+}
+
+// AdmitPod is Handle for a request whose object is already decoded into pod.
+func (h *Injector) AdmitPod(ctx context.Context, req admission.Request, pod *corev1.Pod) (resp admission.Response) {
 	defer func() {
 		// an explicit denial would block the pod whatever failurePolicy says: never answer one
 		if r := recover(); r != nil {
@@ -167,17 +179,20 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admi
 			resp = admission.Allowed("").WithWarnings(fmt.Sprintf("%s: pod not injected: internal error: %v", inject.Label, r))
 		}
 	}()
-	if req.Operation != admissionv1.Create || req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" {
+	if !podCreation(req) {
 		admissions.WithLabelValues(outcomeIgnored).Inc()
 		return admission.Allowed("")
 	}
-	var pod corev1.Pod
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
-		admissions.WithLabelValues(outcomeIgnored).Inc()
-		return admission.Allowed("").WithWarnings(fmt.Sprintf("%s: pod not injected: cannot decode it: %v", inject.Label, err))
-	}
+	return h.admitPod(ctx, req, pod)
+}
+
+func podCreation(req admission.Request) bool {
+	return req.Operation == admissionv1.Create && req.Kind.Group == "" && req.Kind.Kind == "Pod" && req.SubResource == ""
+}
+
+func (h *Injector) admitPod(ctx context.Context, _ admission.Request, pod *corev1.Pod) admission.Response {
 	opts, fellBack := h.options(ctx)
-	res := inject.Pod(&pod, opts)
+	res := inject.Pod(pod, opts)
 	if res.Changed && fellBack != "" {
 		fallbacks.Inc()
 		res.Warnings = append(res.Warnings, fellBack)
@@ -186,13 +201,13 @@ func (h *Injector) Handle(ctx context.Context, req admission.Request) (resp admi
 		admissions.WithLabelValues(outcomeUnchanged).Inc()
 		return admission.Allowed("").WithWarnings(res.Warnings...)
 	}
-	if ops, ok := patchOf(&pod, res.Pod); ok {
+	if ops, ok := patchOf(pod, res.Pod); ok {
 		admissions.WithLabelValues(outcomeInjected).Inc()
 		return patched(ops).WithWarnings(res.Warnings...)
 	}
 	// Otherwise the patch is computed between two encodings of the same Go type, so fields this
 	// build does not know (from a newer API server) are never in it, hence never removed.
-	before, err := json.Marshal(&pod)
+	before, err := json.Marshal(pod)
 	if err == nil {
 		var after []byte
 		if after, err = json.Marshal(res.Pod); err == nil {
