@@ -238,4 +238,9 @@ func TestREADMEDocumentsEveryOption(t *testing.T) {
 			t.Errorf("README's lastcall-controller flag table lacks %s", row)
 		}
 	}
+	for _, v := range (&checkOptions{}).vars() {
+		if row := envflag.Row(v); !strings.Contains(section, row) {
+			t.Errorf("README's check-webhook flag table lacks %s", row)
+		}
+	}
 }
