@@ -123,6 +123,10 @@ for pair in "${todo[@]}"; do
   fi
   built+=("$image")
 done
+# The legacy builder keeps each Go build stage as an untagged image of over 1 GB; left behind,
+# they filled this machine's disk. Only those (dangling, labelled by our Dockerfiles) go.
+docker image prune -f --filter label=lastcall.dev/stage=build >/dev/null ||
+  log "warning: could not remove the build stages' images: run docker image prune -f --filter label=lastcall.dev/stage=build"
 
 if ! $load; then
   log "built ${built[*]} (not loaded: --no-load)"
