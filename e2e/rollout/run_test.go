@@ -101,6 +101,11 @@ func execute(ctx context.Context, v variant, sc scenario, iteration int) (report
 	if err := waitDeploymentAvailable(ctx, namespace, name, 3*time.Minute); err != nil {
 		return run, err
 	}
+	if v.lastcall && !v.handWritten {
+		if err := checkInjected(ctx, name); err != nil {
+			return run, err
+		}
+	}
 	if err := waitConsulPassing(ctx, name, int(sc.before), time.Minute); err != nil {
 		return run, err
 	}
@@ -360,4 +365,19 @@ func loadStop(ctx context.Context, name string) ([]report.Record, error) {
 		return nil, errors.New("loadgen recorded no request")
 	}
 	return out.Records, nil
+}
+
+// checkInjected fails when a pod of the label-only workload was admitted without injection:
+// created right after `helm install`, it proves the chart's install check held Helm long enough.
+func checkInjected(ctx context.Context, name string) error {
+	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+	if err != nil {
+		return fmt.Errorf("list pods of %s: %w", name, err)
+	}
+	for _, p := range pods.Items {
+		if p.Annotations["lastcall.dev/injected"] == "" {
+			return fmt.Errorf("pod %s was admitted without injection (no lastcall.dev/injected): the API server did not reach the webhook", p.Name)
+		}
+	}
+	return nil
 }

@@ -256,8 +256,8 @@ func helmInstall(ctx context.Context, extra ...string) error {
 		"--set", "prestop.rbac.bindings[0].namespace=" + namespace,
 		"--set", "prestop.rbac.bindings[0].serviceAccount=" + appServiceAccount,
 		// helm returns once the chart's install check (webhook.check) saw the API server inject a
-		// dry-run pod: the workloads created next are injected, or the lastcall run fails on the
-		// controller's NotInjected warnings
+		// dry-run pod: the workloads created next are injected, or the lastcall run fails
+		// (checkInjected)
 		"--wait", "--timeout", "3m"}
 	out, err := helm(ctx, append(args, extra...)...)
 	if err != nil {
