@@ -95,10 +95,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
-// selective is offered by registries that list only some pods: EndpointSlices list the pods a
-// Service selects.
-type selective interface {
-	Selected(ctx context.Context, in registry.Instance) (bool, error)
+// unlisting is offered by registries that list only some pods (EndpointSlices list the pods a
+// Service selects): it says why the registry will never list a pod, "" when it will.
+type unlisting interface {
+	Unlisted(ctx context.Context, in registry.Instance) (string, error)
 }
 
 func (r *Reconciler) check(ctx context.Context, pod *corev1.Pod, s managed.Settings) []Check {
@@ -119,14 +119,8 @@ func (r *Reconciler) checkOne(ctx context.Context, reg registry.Registry, name s
 		return c
 	}
 	// Not listed yet: waiting only makes sense if the registry will ever list the pod.
-	if sel, ok := reg.(selective); ok {
-		selected, err := sel.Selected(ctx, in)
-		switch {
-		case err != nil:
-			c.Err = err
-		case !selected:
-			c.Unlisted = "no Service selects the pod"
-		}
+	if u, ok := reg.(unlisting); ok {
+		c.Unlisted, c.Err = u.Unlisted(ctx, in)
 	}
 	return c
 }

@@ -25,7 +25,7 @@ type Config struct {
 	// Pods, when set, lets the wait end on the pod's DataplaneCondition (lastcall-node's
 	// per-node confirmation) instead of on Settle; Settle stays the fallback.
 	Pods Pods
-	// Services, when set, lets Selected tell a pod that no Service selects (the controller's
+	// Services, when set, lets Unlisted tell a pod that no Service selects (the controller's
 	// registration gate does not wait for such a pod to appear in EndpointSlices).
 	Services Services
 	Logger   *slog.Logger

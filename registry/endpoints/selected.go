@@ -10,35 +10,35 @@ import (
 	"github.com/lastcall-dev/lastcall/registry"
 )
 
-// Services is the little of the Services API Selected needs.
+// Services is the little of the Services API Unlisted needs.
 type Services interface {
 	List(ctx context.Context, namespace string) (*corev1.ServiceList, error)
 }
 
 // ServiceSource is what a binary that caches Services offers next to its registry.Kube, so the
-// registry can tell a pod that no Service selects (see Selected).
+// registry can tell a pod that no Service selects (see Unlisted).
 type ServiceSource interface {
 	Services() Services
 }
 
-// Selected reports whether a Service selects the pod, i.e. whether the EndpointSlice controller
-// will ever list it: a pod that no Service selects is never in an EndpointSlice, and nobody
-// calls it through one. It answers true when it cannot tell (no Config.Services, or an Instance
-// without labels), so a caller that waits for Visible keeps waiting rather than skipping.
-func (r *Registry) Selected(ctx context.Context, in registry.Instance) (bool, error) {
+// Unlisted says why the EndpointSlice controller will never list the pod ("" when it will, or
+// may): a pod that no Service selects is never in an EndpointSlice, and nobody calls it through
+// one. It answers "" when it cannot tell (no Config.Services, or an Instance without labels),
+// so a caller that waits for Visible keeps waiting rather than skipping.
+func (r *Registry) Unlisted(ctx context.Context, in registry.Instance) (string, error) {
 	if r.cfg.Services == nil || in.Labels == nil {
-		return true, nil
+		return "", nil
 	}
 	list, err := r.cfg.Services.List(ctx, in.Namespace)
 	if err != nil {
-		return false, fmt.Errorf("endpoints: list Services in %s: %w", in.Namespace, err)
+		return "", fmt.Errorf("endpoints: list Services in %s: %w", in.Namespace, err)
 	}
 	for i := range list.Items {
 		if selects(&list.Items[i], in.Labels) {
-			return true, nil
+			return "", nil
 		}
 	}
-	return false, nil
+	return "no Service selects the pod", nil
 }
 
 // selects mirrors the EndpointSlice controller: it lists the pods of Services that have a

@@ -27,13 +27,13 @@ func svc(name string, typ corev1.ServiceType, selector map[string]string) corev1
 	return corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Type: typ, Selector: selector}}
 }
 
-func TestSelected(t *testing.T) {
+func TestUnlisted(t *testing.T) {
 	web := map[string]string{"app": "web", "tier": "front"}
 	tests := []struct {
 		name     string
 		services Services
 		labels   map[string]string
-		want     bool
+		listed   bool
 		wantErr  bool
 	}{
 		{"a Service selects the pod", serviceList{svc("web", "", map[string]string{"app": "web"})}, web, true, false},
@@ -51,9 +51,9 @@ func TestSelected(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := r.Selected(context.Background(), registry.Instance{Namespace: "ns", Labels: tt.labels})
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Errorf("Selected = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
+			why, err := r.Unlisted(context.Background(), registry.Instance{Namespace: "ns", Labels: tt.labels})
+			if (err != nil) != tt.wantErr || (why == "") != (tt.listed || tt.wantErr) {
+				t.Errorf("Unlisted = %q, %v; want listed=%v, error %v", why, err, tt.listed, tt.wantErr)
 			}
 		})
 	}
