@@ -16,11 +16,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
 	"github.com/lastcall-dev/lastcall/controllers/managed"
 	"github.com/lastcall-dev/lastcall/controllers/metrics"
+	"github.com/lastcall-dev/lastcall/controllers/metrics/metricstest"
 	"github.com/lastcall-dev/lastcall/controllers/warnings"
 )
 
@@ -321,27 +321,6 @@ func awaitUninjected(t *testing.T, ns string, want float64) {
 // gauge reads the gauge series whose labels include want, as the metrics endpoint serves it.
 func gauge(t *testing.T, name string, want map[string]string) (float64, bool) {
 	t.Helper()
-	families, err := crmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if have[k] != v {
-					continue series
-				}
-			}
-			return m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
+	m := metricstest.Find(t, name, want)
+	return m.GetGauge().GetValue(), m != nil
 }

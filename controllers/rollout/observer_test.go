@@ -17,10 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/lastcall-dev/lastcall/controllers/managed"
+	"github.com/lastcall-dev/lastcall/controllers/metrics/metricstest"
 )
 
 func TestNextLook(t *testing.T) {
@@ -146,23 +146,6 @@ func TestTheHelpersReportReachesTheTimelineTheEventAndTheMetric(t *testing.T) {
 // histogram reads a histogram series of the controller's registry.
 func histogram(t *testing.T, name, namespace, workload string) (count uint64, sum float64) {
 	t.Helper()
-	families, err := crmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["namespace"] == namespace && labels["workload"] == workload {
-				return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
-			}
-		}
-	}
-	return 0, 0
+	h := metricstest.Find(t, name, map[string]string{"namespace": namespace, "workload": workload}).GetHistogram()
+	return h.GetSampleCount(), h.GetSampleSum()
 }
