@@ -54,6 +54,7 @@ func TestStopAnswersARequestStartedOnAnIdleConnection(t *testing.T) {
 	if _, err := io.WriteString(conn, "POST /orders HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\n"); err != nil {
 		t.Fatal(err)
 	}
+	delivered(t, conn)
 	in.srv.Shutdown()
 	eventually(t, "the stop waiting for the request", func() bool { return strings.Contains(logs.String(), "request under way") })
 	if _, err := io.WriteString(conn, "\r\nhi"); err != nil {
