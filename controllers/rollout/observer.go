@@ -83,6 +83,10 @@ type Observer struct {
 	// waiting holds, per followed registry and service, the pods whose stage there is open.
 	waiting map[followKey]map[types.NamespacedName]bool
 	queue   workqueue.TypedRateLimitingInterface[reconcile.Request]
+	// reported holds pods whose PodDrained Event is out but whose annotation may not say so
+	// (the patch failed, or lost to the pod's deletion): neither a retry nor the deletion
+	// reports them again.
+	reported map[types.UID]bool
 }
 
 type followKey struct{ registry, service string }
@@ -128,11 +132,16 @@ func (o *Observer) SetupWithManager(mgr ctrl.Manager) error {
 // a reconcile to report it (and retry until it can); it reports whether there is one to run.
 // No I/O: nothing retries an informer's handler.
 func (o *Observer) deleted(pod *corev1.Pod) bool {
-	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) || Parse(pod).Reported {
+	if pod.DeletionTimestamp == nil || !managed.IsManaged(pod) {
 		return false
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	reported := o.reported[pod.UID]
+	delete(o.reported, pod.UID)
+	if reported || Parse(pod).Reported {
+		return false
+	}
 	if o.gone == nil {
 		o.gone = map[types.NamespacedName]*corev1.Pod{}
 	}
@@ -192,8 +201,11 @@ func (o *Observer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 	obs, polled := o.observe(ctx, pod)
 	next := Advance(tl, pod, obs)
 	if next.Complete() {
-		if err := o.report(ctx, pod, next); err != nil {
-			return ctrl.Result{}, err
+		if !o.wasReported(pod.UID) {
+			if err := o.report(ctx, pod, next); err != nil {
+				return ctrl.Result{}, err
+			}
+			o.setReported(pod.UID, true)
 		}
 		next.Reported = true
 	}
@@ -204,10 +216,12 @@ func (o *Observer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 		}
 		pod.Annotations[Annotation] = next.Encode()
 		if err := o.Client.Patch(ctx, pod, client.MergeFrom(orig)); err != nil {
+			// the pod keeps its mark in reported: its deletion, or this retry, reports it no more
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
 	}
 	if next.Reported {
+		o.setReported(pod.UID, false) // the annotation says it now
 		o.done(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
@@ -226,7 +240,10 @@ func (o *Observer) finishGone(ctx context.Context, key types.NamespacedName, cur
 	if pod == nil || (exists && current.UID == pod.UID) {
 		return nil
 	}
-	if err := o.finish(ctx, pod); err != nil {
+	if o.wasReported(pod.UID) {
+		// a reconcile reported it while it disappeared, before its deletion was seen
+		o.setReported(pod.UID, false)
+	} else if err := o.finish(ctx, pod); err != nil {
 		return err
 	}
 	o.mu.Lock()
@@ -236,6 +253,25 @@ func (o *Observer) finishGone(ctx context.Context, key types.NamespacedName, cur
 	o.mu.Unlock()
 	o.done(key)
 	return nil
+}
+
+func (o *Observer) wasReported(uid types.UID) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.reported[uid]
+}
+
+func (o *Observer) setReported(uid types.UID, reported bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !reported {
+		delete(o.reported, uid)
+		return
+	}
+	if o.reported == nil {
+		o.reported = map[types.UID]bool{}
+	}
+	o.reported[uid] = true
 }
 
 // done forgets a pod whose timeline is reported.

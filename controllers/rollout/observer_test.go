@@ -9,8 +9,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
@@ -148,4 +150,58 @@ func histogram(t *testing.T, name, namespace, workload string) (count uint64, su
 	t.Helper()
 	h := metricstest.Find(t, name, map[string]string{"namespace": namespace, "workload": workload}).GetHistogram()
 	return h.GetSampleCount(), h.GetSampleSum()
+}
+
+// A pod that disappears while its report goes out is reported once: the patch that would mark it
+// reported finds it gone, and its deletion (seen before or after) must not report it again.
+func TestAPodReportedAsItDisappearsIsReportedOnce(t *testing.T) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	newPod := func(uid types.UID) *corev1.Pod {
+		pod := deletingPod(30)
+		pod.Namespace, pod.Name, pod.UID = "shop", "web-abc12-"+string(uid), uid
+		pod.Labels = map[string]string{managed.Label: "true"}
+		pod.Finalizers = []string{"test.lastcall.dev/hold"} // the fake client keeps a deleting pod only with one
+		terminate(pod, 0, t0.Add(5*time.Second), 0)
+		terminate(pod, 1, t0.Add(5*time.Second), 0)
+		return pod
+	}
+	for _, deletionSeen := range []string{"after the report", "before the report"} {
+		t.Run("deletion seen "+deletionSeen, func(t *testing.T) {
+			pod := newPod(types.UID("uid-" + strings.ReplaceAll(deletionSeen, " ", "-")))
+			c := fake.NewClientBuilder().WithScheme(s).WithObjects(pod).WithInterceptorFuncs(interceptor.Funcs{
+				Patch: func(context.Context, client.WithWatch, client.Object, client.Patch, ...client.PatchOption) error {
+					return apierrors.NewNotFound(corev1.Resource("pods"), pod.Name)
+				}}).Build()
+			rec := events.NewFakeRecorder(10)
+			o := &Observer{Client: c, Recorder: rec, Poll: time.Second, Now: func() time.Time { return t0.Add(20 * time.Second) }}
+			req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pod)}
+			if deletionSeen == "before the report" {
+				// the informer saw the deletion while the reconcile already held the pod
+				o.deleted(pod)
+			}
+			if _, err := o.Reconcile(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			if deletionSeen == "after the report" && o.deleted(pod) {
+				t.Error("the deletion of a pod just reported asks for another report")
+			}
+			gone := pod.DeepCopy()
+			gone.Finalizers = nil
+			if err := c.Update(context.Background(), gone); err != nil { // the last finalizer goes: the pod is gone
+				t.Fatal(err)
+			}
+			if _, err := o.Reconcile(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(rec.Events); n != 1 {
+				t.Errorf("%d PodDrained Events, want 1", n)
+			}
+			if len(o.reported) != 0 {
+				t.Errorf("marks left: %v", o.reported)
+			}
+		})
+	}
 }
