@@ -20,7 +20,7 @@ import (
 const maxReviewBytes = 7 << 20
 
 // reviewHandler serves AdmissionReviews (admission.k8s.io/v1, the version the configuration
-// asks for) with an admission.Handler. controller-runtime's admission.Webhook parses every review
+// asks for) with the Injector. controller-runtime's admission.Webhook parses every review
 // twice (once to find its kind, once to decode it); with 50 pods created at once that CPU queued
 // the last requests of the burst. A request it cannot read gets an HTTP error, never a denial:
 // with failurePolicy Ignore the API server then admits the pod as it is.

@@ -78,11 +78,14 @@ const trustedTimeout = 2 * time.Second
 func (c *Certs) Trusted(req *http.Request) error {
 	err := c.trustedErr(req)
 	// the probe's answer withholds the reason: log it, once per reason
-	msg := ""
+	msg, prev := "", ""
 	if err != nil {
 		msg = err.Error()
 	}
-	if last := c.untrusted.Swap(&msg); (last == nil && msg != "") || (last != nil && *last != msg) {
+	if last := c.untrusted.Swap(&msg); last != nil {
+		prev = *last
+	}
+	if msg != prev {
 		if err != nil {
 			c.Log.Info("not ready: the served certificate is not trusted yet", "reason", msg)
 		} else {
